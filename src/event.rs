@@ -1,0 +1,155 @@
+//! What happens on the server, reported to the host application.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Something that happened on the server, delivered to [`Handle::subscribe`](crate::Handle::subscribe).
+///
+/// Events come in the order the server made the changes they describe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A client connected and got its default name; it starts in the `lobby` room.
+    Joined {
+        /// The client's name.
+        name: Arc<str>,
+        /// The client's address.
+        addr: SocketAddr,
+    },
+    /// A client left.
+    Left {
+        /// The client's name.
+        name: Arc<str>,
+        /// Why it left.
+        reason: LeaveReason,
+    },
+    /// A client was turned away before joining.
+    Refused {
+        /// The client's address.
+        addr: SocketAddr,
+        /// Why it was refused.
+        reason: Refusal,
+    },
+    /// A client changed its name.
+    Renamed {
+        /// The old name.
+        old: Arc<str>,
+        /// The new name.
+        new: Arc<str>,
+    },
+    /// A client moved to another room.
+    RoomChanged {
+        /// The client's name.
+        name: Arc<str>,
+        /// The room it left.
+        from: Arc<str>,
+        /// The room it entered.
+        to: Arc<str>,
+    },
+    /// A line was relayed to a room (`action` for `/me`).
+    Message {
+        /// The sender's name.
+        name: Arc<str>,
+        /// The room.
+        room: Arc<str>,
+        /// The text, sanitized.
+        text: Arc<str>,
+        /// Whether it was an action (`/me`).
+        action: bool,
+    },
+    /// A private message was delivered.
+    Private {
+        /// The sender's name.
+        from: Arc<str>,
+        /// The recipient's name.
+        to: Arc<str>,
+        /// The text, sanitized.
+        text: Arc<str>,
+    },
+}
+
+/// Why a client left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaveReason {
+    /// The client sent `/quit`, maybe with a reason.
+    Quit(Option<String>),
+    /// The client closed its connection.
+    Closed,
+    /// Reading or writing failed (reset, broken pipe…).
+    Error(String),
+    /// Its queue overflowed: it did not read fast enough.
+    TooSlow,
+    /// Its socket accepted nothing for [`Config::write_timeout`](crate::Config::write_timeout).
+    WriteTimeout,
+    /// It left a line unfinished for [`Config::partial_line_timeout`](crate::Config::partial_line_timeout).
+    PartialLineTimeout,
+    /// The host kicked it.
+    Kicked(String),
+    /// The server shut down.
+    Shutdown,
+    /// Serving it failed inside the server (a bug); only this client was affected.
+    Internal,
+}
+
+impl fmt::Display for LeaveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeaveReason::Quit(None) => f.write_str("quit"),
+            LeaveReason::Quit(Some(reason)) => write!(f, "quit: {reason}"),
+            LeaveReason::Closed => f.write_str("connection closed"),
+            LeaveReason::Error(error) => write!(f, "connection error: {error}"),
+            LeaveReason::TooSlow => f.write_str("too slow"),
+            LeaveReason::WriteTimeout => f.write_str("write timeout"),
+            LeaveReason::PartialLineTimeout => f.write_str("unfinished line timed out"),
+            LeaveReason::Kicked(reason) => write!(f, "kicked: {reason}"),
+            LeaveReason::Shutdown => f.write_str("server shutdown"),
+            LeaveReason::Internal => f.write_str("internal error"),
+        }
+    }
+}
+
+/// Why a connection was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// [`Config::max_clients`](crate::Config::max_clients) are connected.
+    ServerFull,
+    /// [`Config::max_per_ip`](crate::Config::max_per_ip) are connected from this address.
+    TooManyFromAddress,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::ServerFull => "server full, try again later",
+            Refusal::TooManyFromAddress => "too many connections from your address",
+            Refusal::ShuttingDown => "server is shutting down",
+        })
+    }
+}
+
+/// A snapshot of the server's counters, from [`Handle::stats`](crate::Handle::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Clients connected now.
+    pub clients: usize,
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+    /// Connections refused (full, per-address limit, shutting down).
+    pub connections_refused: u64,
+    /// Chat lines relayed (room messages, actions and private messages).
+    pub lines_relayed: u64,
+    /// Clients disconnected because their queue overflowed.
+    pub dropped_slow: u64,
+    /// Lines discarded for exceeding [`Config::max_line`](crate::Config::max_line).
+    pub lines_too_long: u64,
+    /// Lines whose reading flood control delayed.
+    pub flood_delayed: u64,
+    /// Events a subscriber missed because its queue was full.
+    pub events_dropped: u64,
+}

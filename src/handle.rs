@@ -1,0 +1,251 @@
+//! The host's remote control for a running server.
+
+use std::error::Error;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_channel::Receiver;
+
+use crate::event::{Event, Stats};
+use crate::hub::Hub;
+
+/// Controls and observes a [`Server`](crate::Server) from any task or thread.
+///
+/// Cheap to clone; every clone controls the same server. It stays usable after the server
+/// stopped: lists are then empty and notices go nowhere.
+///
+/// # Examples
+///
+/// ```no_run
+/// # smol::block_on(async {
+/// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+/// let handle = server.handle();
+/// let ex = smol::Executor::new();
+/// ex.spawn(async move {
+///     smol::Timer::after(std::time::Duration::from_secs(60)).await;
+///     handle.announce("one minute is up, goodbye");
+///     handle.shutdown();
+/// })
+/// .detach();
+/// ex.run(server.run(&ex, std::future::pending())).await;
+/// # std::io::Result::Ok(()) });
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) hub: Arc<Hub>,
+}
+
+/// A connected user, from [`Handle::users`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct User {
+    /// The user's name.
+    pub name: String,
+    /// The room the user is in (without `#`).
+    pub room: String,
+    /// The user's address.
+    pub addr: SocketAddr,
+}
+
+/// A room, from [`Handle::rooms`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomInfo {
+    /// The room's name (lowercase, without `#`).
+    pub name: String,
+    /// How many users are in it.
+    pub members: usize,
+}
+
+/// A [`Handle`] call named a user or room that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotFound {
+    /// No user has this name.
+    User(String),
+    /// No room has this name.
+    Room(String),
+}
+
+impl fmt::Display for NotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotFound::User(name) => write!(f, "no user named {name}"),
+            NotFound::Room(name) => write!(f, "no room named {name}"),
+        }
+    }
+}
+
+impl Error for NotFound {}
+
+impl Handle {
+    /// The address the server listens on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert_ne!(server.handle().local_addr().port(), 0);
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn local_addr(&self) -> SocketAddr {
+        self.hub.local_addr
+    }
+
+    /// The users connected now, in no particular order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert!(server.handle().users().is_empty());
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn users(&self) -> Vec<User> {
+        self.hub.users()
+    }
+
+    /// The rooms that exist now; `lobby` always does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// let rooms = server.handle().rooms();
+    /// assert_eq!(rooms.len(), 1);
+    /// assert_eq!(rooms[0].name, "lobby");
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn rooms(&self) -> Vec<RoomInfo> {
+        self.hub.rooms()
+    }
+
+    /// Sends every user a server notice (`*** text`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// server.handle().announce("maintenance at noon");
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn announce(&self, text: &str) {
+        let _ = self.hub.announce(None, None, text);
+    }
+
+    /// Sends the users of one room a server notice.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound::Room`] if no such room exists.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert!(server.handle().announce_room("lobby", "hello, lobby").is_ok());
+    /// assert!(server.handle().announce_room("#nowhere", "hello?").is_err());
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn announce_room(&self, room: &str, text: &str) -> Result<(), NotFound> {
+        self.hub.announce(Some(room), None, text)
+    }
+
+    /// Sends one user a server notice.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound::User`] if nobody has this name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert!(server.handle().tell("nobody", "hi").is_err());
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn tell(&self, user: &str, text: &str) -> Result<(), NotFound> {
+        self.hub.announce(None, Some(user), text)
+    }
+
+    /// Disconnects a user, who is told the reason; its room sees it leave.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound::User`] if nobody has this name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert!(server.handle().kick("nobody", "spam").is_err());
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn kick(&self, user: &str, reason: &str) -> Result<(), NotFound> {
+        self.hub.kick(user, reason)
+    }
+
+    /// A snapshot of the server's counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert_eq!(server.handle().stats().clients, 0);
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.hub.stats()
+    }
+
+    /// Subscribes to [`Event`]s, queued up to `capacity` (at least 1).
+    ///
+    /// The server never waits for a subscriber: when its queue is full, further events are
+    /// dropped for it and counted in [`Stats::events_dropped`]. Dropping the receiver ends the
+    /// subscription; the channel closes when the server shuts down.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # smol::block_on(async {
+    /// let server = smolchat::Server::bind("127.0.0.1:8888", smolchat::Config::default())?;
+    /// let events = server.handle().subscribe(1024);
+    /// let ex = smol::Executor::new();
+    /// ex.spawn(async move {
+    ///     while let Ok(event) = events.recv().await {
+    ///         println!("{event:?}");
+    ///     }
+    /// })
+    /// .detach();
+    /// ex.run(server.run(&ex, std::future::pending())).await;
+    /// # std::io::Result::Ok(()) });
+    /// ```
+    pub fn subscribe(&self, capacity: usize) -> Receiver<Event> {
+        self.hub.subscribe(capacity)
+    }
+
+    /// Starts a graceful shutdown, as if the shutdown future given to
+    /// [`Server::run`](crate::Server::run) had completed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # smol::block_on(async {
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// server.handle().shutdown();
+    /// let ex = smol::Executor::new();
+    /// ex.run(server.run(&ex, std::future::pending())).await; // returns at once
+    /// # std::io::Result::Ok(()) });
+    /// ```
+    pub fn shutdown(&self) {
+        self.hub.stop();
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("local_addr", &self.hub.local_addr)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,45 @@
+//! Socket setup that `std` does not offer: the listen backlog and TCP keepalive timing.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+
+use crate::Config;
+
+/// Keepalive probes sent before a silent peer is declared gone.
+const KEEPALIVE_PROBES: u32 = 4;
+
+/// Binds a listener with `backlog` (std always uses 128, which a burst of connects overflows).
+pub(crate) fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let socket = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    // Lets a restarted server bind at once while old connections linger in TIME_WAIT.
+    sockopt::set_socket_reuseaddr(&socket, true)?;
+    rustix::net::bind(&socket, &addr)?;
+    rustix::net::listen(&socket, i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(TcpListener::from(socket))
+}
+
+/// Sets the options every client socket gets. Best effort: a socket that refuses an option
+/// still works, so errors are ignored.
+pub(crate) fn configure(stream: &TcpStream, config: &Config) {
+    if config.nodelay {
+        let _ = stream.set_nodelay(true);
+    }
+    if let Some(idle) = config.keepalive {
+        let idle = idle.max(Duration::from_secs(1));
+        let _ = sockopt::set_socket_keepalive(stream, true);
+        let _ = sockopt::set_tcp_keepidle(stream, idle);
+        let _ = sockopt::set_tcp_keepintvl(
+            stream,
+            (idle / KEEPALIVE_PROBES).max(Duration::from_secs(1)),
+        );
+        let _ = sockopt::set_tcp_keepcnt(stream, KEEPALIVE_PROBES);
+    }
+}

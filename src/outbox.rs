@@ -1,0 +1,90 @@
+//! A client's outbox: the bounded queue of lines waiting to be written to its socket.
+//!
+//! The bound counts both lines and bytes, and is enforced here rather than by
+//! `async_channel::bounded`, whose queue allocates every slot up front: with a capacity of 1024
+//! that would be 24 KiB per idle client. The unbounded channel allocates as lines arrive, and
+//! every push goes through [`Outbox::push`], which refuses past the bound.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_channel::{Receiver, Sender};
+
+/// The sending side, registered in the hub. Cloning shares the same queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    tx: Sender<Arc<str>>,
+    /// Bytes pushed and not yet written; the writer subtracts after each write.
+    queued: Arc<AtomicUsize>,
+}
+
+/// The receiving side, owned by the client's writer.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    pub(crate) rx: Receiver<Arc<str>>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Why a push failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// Over the bound: the client is not keeping up.
+    Full,
+    /// The writer is gone.
+    Closed,
+}
+
+pub(crate) fn outbox() -> (Outbox, Inbox) {
+    let (tx, rx) = async_channel::unbounded();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        Outbox {
+            tx,
+            queued: queued.clone(),
+        },
+        Inbox { rx, queued },
+    )
+}
+
+impl Outbox {
+    /// Queues a line unless that would exceed `max_lines` or `max_bytes`.
+    pub(crate) fn push(
+        &self,
+        line: &Arc<str>,
+        max_lines: usize,
+        max_bytes: usize,
+    ) -> Result<(), PushError> {
+        if self.tx.is_closed() {
+            return Err(PushError::Closed);
+        }
+        if self.tx.len() >= max_lines
+            || self.queued.load(Ordering::Relaxed) + line.len() > max_bytes
+        {
+            return Err(PushError::Full);
+        }
+        self.force(line.clone())
+    }
+
+    /// Queues a line whatever the bound: for the last line a client gets before it is closed.
+    pub(crate) fn force(&self, line: Arc<str>) -> Result<(), PushError> {
+        let len = line.len();
+        // Count first: the writer may take the line and subtract before this returns.
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.tx.try_send(line).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            PushError::Closed
+        })
+    }
+
+    /// Lets the writer finish what is queued, then stop.
+    pub(crate) fn close(&self) {
+        self.tx.close();
+    }
+}
+
+impl Inbox {
+    /// Records that `bytes` of queued lines were written.
+    pub(crate) fn written(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,243 @@
+//! The server: its listener, the accept loop and the shutdown sequence.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_channel::{Receiver, Sender};
+use futures_lite::future::FutureExt;
+use smol::{Async, Executor, Timer};
+
+use crate::connection;
+use crate::handle::Handle;
+use crate::hub::Hub;
+use crate::net;
+use crate::Config;
+
+/// First pause after an accept error such as running out of file descriptors.
+const MIN_BACKOFF: Duration = Duration::from_millis(5);
+/// Longest pause between accept attempts while errors persist: retries often enough to
+/// recover quickly once descriptors free up, rarely enough to cost no CPU meanwhile.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A chat server bound to a TCP address, ready to [`run`](Server::run).
+///
+/// # Examples
+///
+/// ```no_run
+/// # smol::block_on(async {
+/// let server = smolchat::Server::bind("0.0.0.0:8888", smolchat::Config::default())?;
+/// let ex = smol::Executor::new();
+/// ex.run(server.run(&ex, std::future::pending())).await;
+/// # std::io::Result::Ok(()) });
+/// ```
+pub struct Server {
+    listener: Async<TcpListener>,
+    hub: Arc<Hub>,
+}
+
+impl Server {
+    /// Binds to `addr` with [`Config::backlog`] (the first address that works, if it resolves
+    /// to several).
+    ///
+    /// # Errors
+    ///
+    /// When `addr` does not resolve or no address can be bound (in use, permission denied…).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// println!("listening on {}", server.local_addr());
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> io::Result<Server> {
+        let mut last_error = None;
+        for addr in addr.to_socket_addrs()? {
+            match net::listen(addr, config.backlog) {
+                Ok(listener) => return Server::from_listener(listener, config),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
+        }))
+    }
+
+    /// Serves on a listener bound elsewhere (its backlog is whatever it was created with).
+    ///
+    /// # Errors
+    ///
+    /// When the listener's address cannot be read or it cannot be made non-blocking.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let server = smolchat::Server::from_listener(listener, smolchat::Config::default())?;
+    /// # drop(server);
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn from_listener(listener: TcpListener, config: Config) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let listener = Async::new(listener)?;
+        Ok(Server {
+            listener,
+            hub: Arc::new(Hub::new(config, local_addr)),
+        })
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert_ne!(server.local_addr().port(), 0);
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn local_addr(&self) -> SocketAddr {
+        self.hub.local_addr
+    }
+
+    /// A [`Handle`] to control and observe the server while it runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// let handle = server.handle();
+    /// assert_eq!(handle.local_addr(), server.local_addr());
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn handle(&self) -> Handle {
+        Handle {
+            hub: self.hub.clone(),
+        }
+    }
+
+    /// Serves clients on `executor` until `shutdown` completes or [`Handle::shutdown`] is
+    /// called, then shuts down gracefully and returns.
+    ///
+    /// Each client's task is spawned on `executor`, which must keep running while this future
+    /// does (typically `executor.run(server.run(&executor, …))`). Shutting down stops accepting,
+    /// sends every client a notice, lets queued lines flush for up to
+    /// [`Config::shutdown_grace`], then closes every connection that is left.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # smol::block_on(async {
+    /// let server = smolchat::Server::bind("127.0.0.1:8888", smolchat::Config::default())?;
+    /// let ex = smol::Executor::new();
+    /// let stop_after_an_hour = async { smol::Timer::after(std::time::Duration::from_secs(3600)).await; };
+    /// ex.run(server.run(&ex, stop_after_an_hour)).await;
+    /// # std::io::Result::Ok(()) });
+    /// ```
+    pub async fn run(self, executor: &Executor<'_>, shutdown: impl Future<Output = ()>) {
+        let Server { listener, hub } = self;
+        // Every connection task holds a clone of `done`: when all are dropped, all have ended.
+        let (done, all_done) = async_channel::bounded::<()>(1);
+        // Dropping `kill` ends the connections still running after the grace period.
+        let (kill, killed) = async_channel::bounded::<()>(1);
+        accept_loop(&listener, &hub, executor, &done, &killed)
+            .or(shutdown.or(hub.stopped()))
+            .await;
+
+        drop(listener);
+        hub.close_all();
+        drop(done);
+        let flushed = async {
+            let _ = all_done.recv().await;
+            true
+        };
+        let grace_over = async {
+            Timer::after(hub.config.shutdown_grace).await;
+            false
+        };
+        if !flushed.or(grace_over).await {
+            drop(kill);
+            let _ = all_done.recv().await;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: &Async<TcpListener>,
+    hub: &Arc<Hub>,
+    executor: &Executor<'_>,
+    done: &Sender<()>,
+    killed: &Receiver<()>,
+) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Failures of one connection that is already gone: just take the next.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            // Anything else (EMFILE, ENFILE, ENOBUFS…) will likely fail again at once: wait.
+            Err(_) => {
+                backoff = (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                Timer::after(backoff).await;
+                continue;
+            }
+        };
+        backoff = Duration::ZERO;
+        if let Err(refusal) = hub.admit(addr) {
+            connection::refuse(stream.get_ref(), &refusal.to_string());
+            continue;
+        }
+        hub.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        net::configure(stream.get_ref(), &hub.config);
+        let admission = Admission {
+            hub: hub.clone(),
+            addr,
+        };
+        let (done, killed) = (done.clone(), killed.clone());
+        let task = async move {
+            // Declared in this order so the admission is released before `done` reports the end.
+            let _done = done;
+            let admission = admission;
+            let serve = connection::serve(&admission.hub, stream, addr);
+            serve
+                .or(async {
+                    let _ = killed.recv().await;
+                })
+                .await;
+        };
+        executor.spawn(task).detach();
+    }
+}
+
+/// Frees the connection's place in the limits however its task ends.
+struct Admission {
+    hub: Arc<Hub>,
+    addr: SocketAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.hub.release(self.addr);
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.hub.local_addr)
+            .finish_non_exhaustive()
+    }
+}

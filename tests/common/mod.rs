@@ -1,0 +1,226 @@
+//! Helpers shared by the integration tests: a server on 127.0.0.1:0 in its own thread, and a
+//! line-oriented client whose every read times out.
+#![allow(dead_code)] // reason: each test file uses a different subset of these helpers
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use smol::net::TcpStream;
+use smol::{Executor, Timer};
+use smolchat::{Config, Handle, Server};
+
+/// How long any single read may take before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Test defaults: flood control off, so tests can send as fast as they like.
+pub fn config() -> Config {
+    Config {
+        flood_rate: 0.0,
+        ..Config::default()
+    }
+}
+
+/// Races `fut` against [`TIMEOUT`].
+pub async fn timeout<T>(fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    futures_lite::future::or(fut, async {
+        Timer::after(TIMEOUT).await;
+        Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
+    })
+    .await
+}
+
+/// Polls `condition` every 5 ms until it holds, failing after [`TIMEOUT`].
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) -> io::Result<()> {
+    let deadline = Instant::now() + TIMEOUT;
+    while !condition() {
+        if Instant::now() > deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("never happened: {what}"),
+            ));
+        }
+        Timer::after(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// A server running on its own thread and executor; shut down and joined on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub handle: Handle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(config: Config) -> TestServer {
+        let server = Server::bind("127.0.0.1:0", config).expect("bind 127.0.0.1:0");
+        let (addr, handle) = (server.local_addr(), server.handle());
+        let thread = std::thread::spawn(move || {
+            let ex = Executor::new();
+            smol::block_on(ex.run(server.run(&ex, std::future::pending())));
+        });
+        TestServer {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connects a client and reads its welcome.
+    pub async fn connect(&self) -> io::Result<Client> {
+        Client::connect(self.addr).await
+    }
+
+    /// Connects `n` clients one after another; earlier ones have read every later join notice.
+    pub async fn clients(&self, n: usize) -> io::Result<Vec<Client>> {
+        let mut clients: Vec<Client> = Vec::new();
+        for _ in 0..n {
+            let client = self.connect().await?;
+            for other in &mut clients {
+                other
+                    .expect(&format!("*** {} joined #lobby", client.name))
+                    .await?;
+            }
+            clients.push(client);
+        }
+        Ok(clients)
+    }
+
+    /// Shuts down and waits for `run` to return.
+    pub fn stop(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
+        self.handle.shutdown();
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("server thread panicked");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.join();
+        }
+    }
+}
+
+/// A chat client talking raw lines over TCP.
+pub struct Client {
+    pub name: String,
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    /// Connects and reads the welcome up to the line that names the client.
+    pub async fn connect(addr: SocketAddr) -> io::Result<Client> {
+        let mut client = Client::connect_raw(addr).await?;
+        loop {
+            let line = client.line().await?;
+            if let Some(rest) = line.strip_prefix("*** you are ") {
+                client.name = rest.split(' ').next().unwrap_or_default().to_string();
+                return Ok(client);
+            }
+        }
+    }
+
+    /// Connects without reading anything.
+    pub async fn connect_raw(addr: SocketAddr) -> io::Result<Client> {
+        let stream = timeout(TcpStream::connect(addr)).await?;
+        Ok(Client {
+            name: String::new(),
+            reader: BufReader::new(stream.clone()),
+            writer: stream,
+        })
+    }
+
+    /// Sends one line (a `\n` is added).
+    pub async fn send(&mut self, line: &str) -> io::Result<()> {
+        self.send_raw(format!("{line}\n").as_bytes()).await
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        timeout(self.writer.write_all(bytes)).await
+    }
+
+    /// Reads the next line, without its `\n`. End of stream is an `UnexpectedEof` error.
+    pub async fn line(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        if timeout(self.reader.read_line(&mut line)).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        assert!(
+            line.ends_with('\n'),
+            "server line without newline: {line:?}"
+        );
+        line.pop();
+        Ok(line)
+    }
+
+    /// Reads the next line and checks it is exactly `expected`.
+    pub async fn expect(&mut self, expected: &str) -> io::Result<()> {
+        let line = self.line().await?;
+        if line != expected {
+            return Err(io::Error::other(format!(
+                "{}: expected {expected:?}, got {line:?}",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads lines until one satisfies `pred`, returning it.
+    pub async fn until(&mut self, pred: impl Fn(&str) -> bool) -> io::Result<String> {
+        loop {
+            let line = self.line().await?;
+            if pred(&line) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// Checks that the server closes the connection next (after any lines in `before`).
+    pub async fn expect_eof(&mut self) -> io::Result<()> {
+        let mut rest = Vec::new();
+        timeout(self.reader.read_to_end(&mut rest)).await?;
+        if !rest.is_empty() {
+            return Err(io::Error::other(format!(
+                "expected end of stream, got {:?}",
+                String::from_utf8_lossy(&rest)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads everything until the server closes the connection.
+    pub async fn rest(&mut self) -> io::Result<String> {
+        let mut rest = Vec::new();
+        timeout(self.reader.read_to_end(&mut rest)).await?;
+        Ok(String::from_utf8_lossy(&rest).into_owned())
+    }
+
+    /// Renames the client and checks the confirmation.
+    pub async fn nick(&mut self, name: &str) -> io::Result<()> {
+        self.send(&format!("/nick {name}")).await?;
+        self.expect(&format!("*** you are now {name}")).await?;
+        self.name = name.to_string();
+        Ok(())
+    }
+
+    /// Proves every earlier line was handled: asks for `/rooms` and reads up to the reply.
+    pub async fn sync(&mut self) -> io::Result<()> {
+        self.send("/rooms").await?;
+        self.until(|l| l.starts_with("*** rooms: ")).await.map(drop)
+    }
+
+    pub fn into_parts(self) -> (BufReader<TcpStream>, TcpStream) {
+        (self.reader, self.writer)
+    }
+}
