@@ -13,6 +13,8 @@ use smol::net::TcpStream;
 use smol::{Executor, Timer};
 use smolchat::{Config, Handle, Server};
 
+pub mod process;
+
 /// How long any single read may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
