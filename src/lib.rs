@@ -91,3 +91,8 @@ pub use framing::{Frame, Framer};
 pub use handle::{Handle, NotFound, RoomInfo, User};
 pub use sanitize::sanitize_into;
 pub use server::Server;
+
+// Compiles the README's examples as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -163,3 +163,23 @@ fn logs_joins_and_leaves_with_reasons_unless_quiet() -> io::Result<()> {
         io::Result::Ok(())
     })
 }
+
+#[test]
+fn motd_file_is_shown_on_connect() -> io::Result<()> {
+    let path = std::env::temp_dir().join(format!("smolchat-motd-{}.txt", std::process::id()));
+    std::fs::write(&path, "welcome aboard\nno spam\n")?;
+    let server = Binary::start(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--motd-file",
+        path.to_str().expect("utf-8 path"),
+    ]);
+    let _ = std::fs::remove_file(&path);
+    let server = server?;
+    smol::block_on(async {
+        let mut client = Client::connect_raw(server.addr).await?;
+        client.until(|l| l.starts_with("*** welcome")).await?;
+        client.expect("*** motd: welcome aboard").await?;
+        client.expect("*** motd: no spam").await
+    })
+}
