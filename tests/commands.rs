@@ -179,9 +179,9 @@ fn messages_never_leave_their_room() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
         let mut c = trio(&server).await?;
-        for i in 0..2 {
-            c[i].send("/join #attic").await?;
-            c[i].until(|l| l.starts_with("*** you are")).await?;
+        for client in &mut c[..2] {
+            client.send("/join #attic").await?;
+            client.until(|l| l.starts_with("*** you are")).await?;
         }
         c[0].sync().await?;
         c[1].sync().await?;
