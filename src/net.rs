@@ -43,3 +43,45 @@ pub(crate) fn configure(stream: &TcpStream, config: &Config) {
         let _ = sockopt::set_tcp_keepcnt(stream, KEEPALIVE_PROBES);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_sockets_get_nodelay_and_keepalive_timing() -> io::Result<()> {
+        let listener = listen("127.0.0.1:0".parse().expect("an address"), 16)?;
+        let _client = TcpStream::connect(listener.local_addr()?)?;
+        let (accepted, _) = listener.accept()?;
+        let config = Config {
+            keepalive: Some(Duration::from_secs(20)),
+            ..Config::default()
+        };
+        configure(&accepted, &config);
+        assert!(accepted.nodelay()?);
+        assert!(sockopt::socket_keepalive(&accepted)?);
+        assert_eq!(sockopt::tcp_keepidle(&accepted)?, Duration::from_secs(20));
+        assert_eq!(sockopt::tcp_keepintvl(&accepted)?, Duration::from_secs(5));
+        assert_eq!(sockopt::tcp_keepcnt(&accepted)?, KEEPALIVE_PROBES);
+        Ok(())
+    }
+
+    #[test]
+    fn listener_gets_the_requested_backlog() -> io::Result<()> {
+        const BACKLOG: u32 = 1024;
+        // The kernel does not report the backlog; a burst larger than std's 128 must all connect
+        // without a retry, which is what a larger backlog is for.
+        let listener = listen("127.0.0.1:0".parse().expect("an address"), BACKLOG)?;
+        let addr = listener.local_addr()?;
+        let started = std::time::Instant::now();
+        let clients: Vec<TcpStream> = (0..600)
+            .map(|_| TcpStream::connect(addr))
+            .collect::<io::Result<_>>()?;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "some connects needed a SYN retry"
+        );
+        assert_eq!(clients.len(), 600);
+        Ok(())
+    }
+}

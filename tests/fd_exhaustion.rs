@@ -1,0 +1,73 @@
+//! Out of file descriptors, the accept loop backs off instead of spinning, and recovers.
+
+mod common;
+
+use std::io;
+use std::process::Command;
+use std::time::Duration;
+
+use common::process::Binary;
+use common::Client;
+
+/// User plus system CPU time of a process, from /proc.
+fn cpu_time(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    // Linux reports in clock ticks of 1/100 s on every platform it runs on.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+fn open_descriptors(pid: u32) -> io::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+#[test]
+fn accept_loop_survives_running_out_of_descriptors() -> io::Result<()> {
+    const LIMIT: usize = 40;
+    let server = Binary::start_with(Command::new("sh").arg("-c").arg(format!(
+        "ulimit -n {LIMIT} && exec {} --bind 127.0.0.1:0 --flood-rate 0 -q",
+        env!("CARGO_BIN_EXE_smolchat")
+    )))?;
+    let pid = server.child.id();
+    smol::block_on(async {
+        // Fill every descriptor the server has with welcomed clients.
+        let mut welcomed = Vec::new();
+        while open_descriptors(pid)? < LIMIT {
+            welcomed.push(Client::connect(server.addr).await?);
+            assert!(
+                welcomed.len() <= LIMIT,
+                "the descriptor limit did not apply"
+            );
+        }
+        // These complete the TCP handshake in the backlog, but accept fails with EMFILE.
+        let mut waiting = Vec::new();
+        for _ in 0..3 {
+            waiting.push(Client::connect_raw(server.addr).await?);
+        }
+        let before = cpu_time(pid)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let spent = cpu_time(pid)? - before;
+        assert!(
+            spent < Duration::from_millis(500),
+            "accept loop spun: {spent:?} of CPU in 2 s"
+        );
+
+        // Free descriptors: the waiting clients are accepted and welcomed.
+        welcomed.truncate(welcomed.len() - 5);
+        for client in &mut waiting {
+            client.until(|l| l.starts_with("*** you are")).await?;
+        }
+        welcomed[0].send("/who").await?;
+        welcomed[0]
+            .until(|l| l.starts_with("*** users in #lobby"))
+            .await
+            .map(drop)
+    })
+}
