@@ -1,0 +1,78 @@
+//! A host application embedding smolchat: its own multi-threaded executor, a log of events, a
+//! notice every ten seconds, and a graceful shutdown on Ctrl-C.
+//!
+//! ```sh
+//! cargo run --example embed            # then: nc 127.0.0.1 8888
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_signal::{Signal, Signals};
+use futures_lite::{FutureExt, StreamExt};
+use smol::{Executor, Timer};
+use smolchat::{Config, Event, Server};
+
+fn main() -> std::io::Result<()> {
+    let server = Server::bind(
+        "127.0.0.1:8888",
+        Config {
+            motd: Some("hosted by the embed example".into()),
+            ..Config::default()
+        },
+    )?;
+    let handle = server.handle();
+    println!("chat on {}; Ctrl-C to stop", server.local_addr());
+
+    // The host's own executor, on every core.
+    let ex = Arc::new(Executor::new());
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers: Vec<_> = (1..threads)
+        .map(|_| {
+            let (ex, stopped) = (ex.clone(), stopped.clone());
+            std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())))
+        })
+        .collect();
+
+    let events = handle.subscribe(1024);
+    ex.spawn(async move {
+        while let Ok(event) = events.recv().await {
+            match event {
+                Event::Joined { name, addr } => println!("+ {name} ({addr})"),
+                Event::Left { name, reason } => println!("- {name} ({reason})"),
+                Event::Message {
+                    name, room, text, ..
+                } => println!("#{room} <{name}> {text}"),
+                other => println!("{other:?}"),
+            }
+        }
+    })
+    .detach();
+
+    let ticker = handle.clone();
+    ex.spawn(async move {
+        loop {
+            Timer::after(Duration::from_secs(10)).await;
+            let stats = ticker.stats();
+            ticker.announce(&format!(
+                "{} online, {} lines relayed so far",
+                stats.clients, stats.lines_relayed
+            ));
+        }
+    })
+    .detach();
+
+    let mut signals = Signals::new([Signal::Int, Signal::Term])?;
+    let ctrl_c = async move {
+        signals.next().await;
+        println!("shutting down");
+    };
+    smol::block_on(ex.run(server.run(&ex, ctrl_c.or(std::future::pending()))));
+    drop(stop);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    println!("stopped: {:?}", handle.stats());
+    Ok(())
+}
