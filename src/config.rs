@@ -63,6 +63,10 @@ pub struct Config {
     pub keepalive: Option<Duration>,
     /// Messages each room keeps and replays to clients that join it (default 20; `0` disables).
     pub history: usize,
+    /// Largest room whose joins and leaves are announced (default 1000). In a room of N
+    /// members every join costs N lines, so a crowd of N joining would cost N² lines; beyond
+    /// this size rooms stay quiet about arrivals and departures, as large IRC channels do.
+    pub announce_limit: usize,
     /// Message of the day shown to every client on connect (default none). Each of its lines
     /// becomes one notice.
     pub motd: Option<String>,
@@ -141,6 +145,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             keepalive: Some(Duration::from_secs(60)),
             history: 20,
+            announce_limit: 1000,
             motd: None,
             backlog: 4096,
             nodelay: true,
@@ -165,6 +170,7 @@ impl fmt::Debug for Config {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("keepalive", &self.keepalive)
             .field("history", &self.history)
+            .field("announce_limit", &self.announce_limit)
             .field("motd", &self.motd)
             .field("backlog", &self.backlog)
             .field("nodelay", &self.nodelay)

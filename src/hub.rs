@@ -75,6 +75,7 @@ struct State {
     queue_lines: usize,
     queue_bytes: usize,
     history: usize,
+    announce_limit: usize,
     refused: u64,
     relayed: u64,
     dropped_slow: u64,
@@ -115,6 +116,7 @@ impl Hub {
             queue_lines: config.queue_lines,
             queue_bytes: config.queue_bytes,
             history: config.history,
+            announce_limit: config.announce_limit,
             refused: 0,
             relayed: 0,
             dropped_slow: 0,
@@ -219,9 +221,9 @@ impl Hub {
                 outbox,
             },
         );
-        st.broadcast(
+        st.announce(
             &room,
-            &notice(format_args!("{name} joined #{room}")),
+            || notice(format_args!("{name} joined #{room}")),
             Some(id),
         );
         st.emit(|| Event::Joined {
@@ -329,9 +331,9 @@ impl Hub {
             return Ok(());
         };
         let (old, name) = (session.room.clone(), session.name.clone());
-        st.broadcast(
+        st.announce(
             &old,
-            &notice(format_args!("{name} left #{old} for #{key}")),
+            || notice(format_args!("{name} left #{old} for #{key}")),
             None,
         );
         let new: Arc<str> = st
@@ -342,9 +344,9 @@ impl Hub {
         if let Some(client) = st.clients.get_mut(&session.id) {
             client.room = new.clone();
         }
-        st.broadcast(
+        st.announce(
             &new,
-            &notice(format_args!("{name} joined #{new}")),
+            || notice(format_args!("{name} joined #{new}")),
             Some(session.id),
         );
         st.emit(|| Event::RoomChanged {
@@ -578,6 +580,17 @@ impl State {
         }
     }
 
+    /// Broadcasts a join or leave notice, unless the room is too big for them to be useful.
+    fn announce(&mut self, room: &str, line: impl FnOnce() -> Arc<str>, except: Option<Id>) {
+        if self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.len() <= self.announce_limit)
+        {
+            self.broadcast(room, &line(), except);
+        }
+    }
+
     /// Adds a client to a room, sending it `greeting`, where it is, and the room's history.
     fn enter(
         &mut self,
@@ -628,9 +641,10 @@ impl State {
             self.dropped_slow += 1;
         }
         if !self.closing {
-            self.broadcast(
+            let name = &client.name;
+            self.announce(
                 &client.room,
-                &notice(format_args!("{} left ({reason})", client.name)),
+                || notice(format_args!("{name} left ({reason})")),
                 None,
             );
         }

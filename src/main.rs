@@ -50,6 +50,7 @@ Options:
       --shutdown-grace SECS        time to flush queued lines on shutdown [default: {}]
       --keepalive SECS             TCP keepalive idle time, 0 for the system default [default: {}]
       --history N                  messages each room replays to newcomers, 0 disables [default: {}]
+      --announce-limit N           largest room whose joins and leaves are announced [default: {}]
       --motd TEXT                  message of the day shown on connect
       --motd-file PATH             read the message of the day from a file
       --backlog N                  listen backlog [default: {}]
@@ -69,6 +70,7 @@ Options:
         secs(d.shutdown_grace),
         d.keepalive.map_or(0.0, secs),
         d.history,
+        d.announce_limit,
         d.backlog,
     )
 }
@@ -162,6 +164,9 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
                 c.keepalive = Some(seconds(&mut parser, "--keepalive")?).filter(|d| !d.is_zero())
             }
             Long("history") => c.history = value(&mut parser, "--history", "a number")?,
+            Long("announce-limit") => {
+                c.announce_limit = value(&mut parser, "--announce-limit", "a number")?
+            }
             Long("motd") => c.motd = Some(value(&mut parser, "--motd", "text")?),
             Long("motd-file") => {
                 let path: String = value(&mut parser, "--motd-file", "a path")?;

@@ -118,3 +118,22 @@ fn concurrent_senders_are_delivered_exactly_once_in_one_global_order() -> io::Re
         Ok(())
     })
 }
+
+#[test]
+fn rooms_over_the_announce_limit_stay_quiet_about_joins() -> io::Result<()> {
+    let server = TestServer::start(smolchat::Config {
+        announce_limit: 2,
+        ..config()
+    });
+    smol::block_on(async {
+        // The second join leaves the room at the limit: announced.
+        let mut c = server.clients(2).await?;
+        let third = server.connect().await?;
+        // The third would make it three: nobody hears of it, so the next line is /rooms's reply.
+        c[0].send("/rooms").await?;
+        c[0].expect("*** rooms: #lobby (3)").await?;
+        drop(third);
+        // Back at the limit after the leave: announced again.
+        c[0].expect("*** guest3 left (connection closed)").await
+    })
+}
