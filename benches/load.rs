@@ -1,1 +1,1013 @@
-fn main() {}
+//! Load generator and benchmark for smolchat.
+//!
+//! `cargo bench` runs the default set in well under a minute and prints, for every run, a human
+//! line and a JSON line, then the medians. Pick scenarios and sizes after `--`:
+//!
+//! ```text
+//! cargo bench -- fanout --clients 1000 --senders 10 --messages 100 --runs 5
+//! cargo bench -- latency | idle | slow | ceiling | all
+//! cargo bench -- fanout --addr 127.0.0.1:8888     # a running server (no CPU or memory figures)
+//! cargo bench -- --threads 1                      # server executor threads (default: cores)
+//! ```
+//!
+//! The server runs in a child process (this executable with `--serve`), started on
+//! 127.0.0.1:0 with flood control off and every other default on, so its CPU time and memory
+//! come from /proc apart from the load generator's. `ceiling` replaces the chat server with a
+//! trivial one that only blasts pre-formatted lines, to show the most this generator can count.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use smol::{Async, Executor, Timer};
+
+/// Bytes of each message's text, as in the published figures we compare against.
+const PAYLOAD: usize = 64;
+/// How long one scenario run may take before it is reported with what it lost.
+const RUN_DEADLINE: Duration = Duration::from_secs(30);
+
+fn main() {
+    raise_fd_limit();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if args.first().map(String::as_str) == Some("--serve") {
+        return serve(&args[1..]);
+    }
+    let options = Options::parse(&args);
+    let ex: &'static Executor<'static> = Box::leak(Box::new(Executor::new()));
+    for _ in 0..options.gen_threads {
+        std::thread::spawn(move || smol::block_on(ex.run(future::pending::<()>())));
+    }
+    let bench = Bench { ex, options };
+    smol::block_on(bench.ex.run(bench.main()));
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    scenarios: Vec<String>,
+    addr: Option<SocketAddr>,
+    clients: Option<usize>,
+    senders: Option<usize>,
+    messages: Option<usize>,
+    runs: usize,
+    threads: usize,
+    gen_threads: usize,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Options {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut o = Options {
+            scenarios: Vec::new(),
+            addr: None,
+            clients: None,
+            senders: None,
+            messages: None,
+            runs: 5,
+            threads: cores,
+            gen_threads: cores,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut number = |name: &str| -> usize {
+                it.next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{name} needs a number"))
+            };
+            match arg.as_str() {
+                "--clients" => o.clients = Some(number("--clients")),
+                "--senders" => o.senders = Some(number("--senders")),
+                "--messages" => o.messages = Some(number("--messages")),
+                "--runs" => o.runs = number("--runs").max(1),
+                "--threads" => o.threads = number("--threads").max(1),
+                "--gen-threads" => o.gen_threads = number("--gen-threads").max(1),
+                "--addr" => o.addr = it.next().and_then(|a| a.parse().ok()),
+                s if !s.starts_with('-') => o.scenarios.push(s.to_string()),
+                other => panic!("unknown option {other}"),
+            }
+        }
+        if o.scenarios.is_empty() || o.scenarios.iter().any(|s| s == "all") {
+            o.scenarios = ["ceiling", "fanout", "latency", "idle", "slow"]
+                .map(String::from)
+                .to_vec();
+        }
+        o
+    }
+}
+
+struct Bench {
+    ex: &'static Executor<'static>,
+    options: Options,
+}
+
+impl Bench {
+    async fn main(&self) {
+        let o = &self.options;
+        println!(
+            "smolchat load generator: {} cores, server threads {}, generator threads {}, {}",
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            o.threads,
+            o.gen_threads,
+            o.addr
+                .map_or("server in a child process".into(), |a| format!(
+                    "server at {a}"
+                )),
+        );
+        for scenario in o.scenarios.clone() {
+            match scenario.as_str() {
+                "fanout" => {
+                    let workloads = match (o.clients, o.senders, o.messages) {
+                        (None, None, None) => vec![(100, 10, 1000), (1000, 10, 100)],
+                        (c, s, m) => vec![(c.unwrap_or(100), s.unwrap_or(10), m.unwrap_or(1000))],
+                    };
+                    for (n, s, m) in workloads {
+                        self.repeat("fanout", |_| self.fanout(Target::Chat, n, s, m, false))
+                            .await;
+                    }
+                }
+                "ceiling" => {
+                    let (n, s, m) = (
+                        o.clients.unwrap_or(100),
+                        o.senders.unwrap_or(10),
+                        o.messages.unwrap_or(1000),
+                    );
+                    self.repeat("ceiling", |_| self.fanout(Target::Blast, n, s, m, false))
+                        .await;
+                }
+                "latency" => {
+                    let n = o.clients.unwrap_or(200);
+                    self.repeat("latency", |_| {
+                        self.latency(n, Duration::from_millis(10), Duration::from_secs(2))
+                    })
+                    .await;
+                }
+                "idle" => {
+                    let n = o.clients.unwrap_or(10_000);
+                    self.repeat_n("idle", 1, |_| self.idle(n)).await;
+                }
+                "slow" => {
+                    let (n, s, m) = (
+                        o.clients.unwrap_or(100),
+                        o.senders.unwrap_or(10),
+                        o.messages.unwrap_or(3000),
+                    );
+                    self.repeat_n("slow", o.runs.min(3), |run| {
+                        self.fanout(Target::Chat, n, s, m, run % 2 == 1)
+                    })
+                    .await;
+                }
+                other => eprintln!("unknown scenario {other}"),
+            }
+        }
+    }
+
+    async fn repeat<F: std::future::Future<Output = Report>>(
+        &self,
+        name: &str,
+        run: impl Fn(usize) -> F,
+    ) {
+        self.repeat_n(name, self.options.runs, run).await
+    }
+
+    /// Runs a scenario `runs` times (twice as many for `slow`, alternating baseline and slow)
+    /// and prints each run and the medians.
+    async fn repeat_n<F: std::future::Future<Output = Report>>(
+        &self,
+        name: &str,
+        runs: usize,
+        run: impl Fn(usize) -> F,
+    ) {
+        let total = if name == "slow" { runs * 2 } else { runs };
+        let mut reports = Vec::new();
+        for i in 0..total {
+            let report = run(i).await;
+            println!("{}", report.human());
+            println!("{}", report.json());
+            reports.push(report);
+        }
+        if total > 1 {
+            for group in Report::group(&reports) {
+                println!("{}", group.human_median());
+                println!("{}", group.json_median());
+            }
+        }
+    }
+
+    /// Starts a fresh server, unless a running one was given.
+    fn server(&self, target: Target, senders: usize, messages: usize) -> ServerProcess {
+        match (target, self.options.addr) {
+            (Target::Chat, Some(addr)) => ServerProcess { child: None, addr },
+            _ => ServerProcess::spawn(target, self.options.threads, senders, messages),
+        }
+    }
+
+    /// N clients, S of them sending M messages each as fast as they can.
+    async fn fanout(
+        &self,
+        target: Target,
+        n: usize,
+        s: usize,
+        m: usize,
+        with_stalled: bool,
+    ) -> Report {
+        let server = self.server(target, s, m);
+        let base = Instant::now();
+        let receivers = self
+            .connect_and_join(server.addr, n, 64 * 1024, base, false, |i| match target {
+                Target::Chat if i < s => ((s - 1) * m) as u64,
+                _ => (s * m) as u64,
+            })
+            .await;
+        // A client that never reads past its welcome: it must not slow the others.
+        let stalled = if with_stalled {
+            Some(self.stalled_client(server.addr).await)
+        } else {
+            None
+        };
+        let rss_before = server.rss_kib();
+        self.everyone_ready(target, server.addr, &receivers).await;
+
+        let peak = PeakRss::watch(server.pid());
+        let cpu_before = server.cpu();
+        let started = Instant::now();
+        match target {
+            Target::Chat => {
+                for (i, client) in receivers.iter().take(s).enumerate() {
+                    let stream = client.stream.clone();
+                    self.ex
+                        .spawn(async move { send_messages(&stream, i, m, base).await })
+                        .detach();
+                }
+            }
+            Target::Blast => {
+                for client in &receivers {
+                    let _ = (&*client.stream).write_all(b"go\n").await;
+                }
+            }
+        }
+        let tallies = collect(receivers).await;
+        let elapsed = tallies
+            .iter()
+            .filter_map(|t| t.done_at)
+            .max()
+            .map_or(RUN_DEADLINE, |t| t - started);
+        let cpu = server
+            .cpu()
+            .zip(cpu_before)
+            .map(|(a, b)| a.saturating_sub(b));
+        let peak_growth = peak
+            .stop()
+            .zip(rss_before)
+            .map(|(p, b)| p.saturating_sub(b));
+        drop(stalled);
+
+        let deliveries: u64 = tallies.iter().map(|t| t.payloads).sum();
+        let expected: u64 = tallies.iter().map(|t| t.expected).sum();
+        let pure: Vec<u64> = tallies
+            .iter()
+            .skip(if target == Target::Chat { s } else { 0 })
+            .map(|t| t.order_hash)
+            .collect();
+        let mut report = Report::new(match (target, with_stalled) {
+            (Target::Blast, _) => "ceiling",
+            (Target::Chat, false) => "fanout",
+            (Target::Chat, true) => "slow",
+        });
+        report.workload = format!("{n} clients x {s} senders x {m} messages");
+        report.put(
+            "deliveries_per_sec",
+            deliveries as f64 / elapsed.as_secs_f64(),
+        );
+        report.put("deliveries", deliveries as f64);
+        report.put("lost", expected.saturating_sub(deliveries) as f64);
+        report.put(
+            "duplicated_or_reordered",
+            tallies.iter().map(|t| t.out_of_order).sum::<u64>() as f64,
+        );
+        report.put(
+            "same_total_order",
+            f64::from(u8::from(pure.windows(2).all(|w| w[0] == w[1]))),
+        );
+        report.put("seconds", elapsed.as_secs_f64());
+        if let Some(cpu) = cpu {
+            report.put(
+                "server_cpu_us_per_delivery",
+                cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64,
+            );
+        }
+        if let Some(growth) = peak_growth {
+            report.put("server_peak_rss_growth_kib", growth as f64);
+        }
+        report
+    }
+
+    /// N clients; one sends a timestamped message every `every`; everyone measures its delay.
+    async fn latency(&self, n: usize, every: Duration, duration: Duration) -> Report {
+        let server = self.server(Target::Chat, 1, 0);
+        let base = Instant::now();
+        let count = (duration.as_micros() / every.as_micros()) as usize;
+        let receivers = self
+            .connect_and_join(server.addr, n, 16 * 1024, base, true, |i| {
+                if i == 0 {
+                    0
+                } else {
+                    count as u64
+                }
+            })
+            .await;
+        self.everyone_ready(Target::Chat, server.addr, &receivers)
+            .await;
+        let cpu_before = server.cpu();
+        let sender = receivers[0].stream.clone();
+        self.ex
+            .spawn(async move {
+                let start = Instant::now();
+                for seq in 0..count {
+                    Timer::at(start + every * seq as u32).await;
+                    let line = message(0, seq, base);
+                    if (&*sender).write_all(&line).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .detach();
+        let tallies = collect(receivers).await;
+        let cpu = server
+            .cpu()
+            .zip(cpu_before)
+            .map(|(a, b)| a.saturating_sub(b));
+        let mut samples: Vec<u32> = tallies
+            .iter()
+            .flat_map(|t| t.latencies_us.iter().copied())
+            .collect();
+        samples.sort_unstable();
+        let pick = |q: f64| {
+            samples
+                .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        let mut report = Report::new("latency");
+        report.workload = format!(
+            "{n} clients, 1 message every {} ms for {} s",
+            every.as_millis(),
+            duration.as_secs()
+        );
+        report.put("p50_us", f64::from(pick(0.50)));
+        report.put("p99_us", f64::from(pick(0.99)));
+        report.put("max_us", f64::from(samples.last().copied().unwrap_or(0)));
+        report.put("samples", samples.len() as f64);
+        if let Some(cpu) = cpu {
+            report.put(
+                "server_cpu_us_per_delivery",
+                cpu.as_secs_f64() * 1e6 / samples.len().max(1) as f64,
+            );
+        }
+        report.put(
+            "lost",
+            (count as u64 * (n as u64 - 1)).saturating_sub(samples.len() as u64) as f64,
+        );
+        report
+    }
+
+    /// N idle clients: server memory per connection, and how long one broadcast takes to reach all.
+    async fn idle(&self, n: usize) -> Report {
+        let server = self.server(Target::Chat, 1, 0);
+        let base = Instant::now();
+        // Warm the server up, so the baseline includes its steady allocations.
+        drop(
+            self.connect_and_join(server.addr, 100, 1024, base, false, |_| 0)
+                .await,
+        );
+        Timer::after(Duration::from_millis(300)).await;
+        let rss_before = server.rss_kib();
+        let mut report = Report::new("idle");
+        report.workload = format!("{n} idle clients");
+
+        let burst = n.min(5000);
+        let started = Instant::now();
+        let mut receivers = self
+            .connect_and_join(server.addr, burst, 1024, base, false, |i| u64::from(i != 0))
+            .await;
+        report.put("burst_connects", burst as f64);
+        report.put("burst_connect_seconds", started.elapsed().as_secs_f64());
+        while receivers.len() < n {
+            let more = (n - receivers.len()).min(5000);
+            receivers.extend(
+                self.connect_and_join(server.addr, more, 1024, base, false, |_| 1)
+                    .await,
+            );
+        }
+        Timer::after(Duration::from_millis(300)).await;
+        let rss_after = server.rss_kib();
+        if let Some((after, before)) = rss_after.zip(rss_before) {
+            report.put(
+                "server_bytes_per_connection",
+                (after.saturating_sub(before) * 1024) as f64 / n as f64,
+            );
+        }
+        self.everyone_ready(Target::Chat, server.addr, &receivers)
+            .await;
+        let started = Instant::now();
+        let _ = (&*receivers[0].stream)
+            .write_all(&message(0, 0, base))
+            .await;
+        let tallies = collect(receivers).await;
+        let reached = tallies
+            .iter()
+            .filter(|t| t.expected > 0 && t.payloads == t.expected)
+            .count();
+        let last = tallies
+            .iter()
+            .filter_map(|t| t.done_at)
+            .max()
+            .map_or(RUN_DEADLINE, |t| t - started);
+        report.put("broadcast_reached", reached as f64);
+        report.put("broadcast_ms", last.as_secs_f64() * 1e3);
+        report
+    }
+
+    /// Connects `n` clients concurrently and waits until each has read its welcome.
+    async fn connect_and_join(
+        &self,
+        addr: SocketAddr,
+        n: usize,
+        buffer: usize,
+        base: Instant,
+        latency: bool,
+        expected: impl Fn(usize) -> u64,
+    ) -> Vec<Receiver> {
+        let (joined_tx, joined) = async_channel::unbounded();
+        let mut receivers = Vec::with_capacity(n);
+        let connecting: Vec<_> = (0..n)
+            .map(|_| {
+                self.ex
+                    .spawn(async move { Async::<TcpStream>::connect(addr).await })
+            })
+            .collect();
+        for (i, connect) in connecting.into_iter().enumerate() {
+            let stream = Arc::new(connect.await.expect("connect to the server"));
+            let _ = stream.get_ref().set_nodelay(true);
+            let (ready_tx, ready) = async_channel::bounded(1);
+            let reader = Reader {
+                stream: stream.clone(),
+                expected: expected(i),
+                buffer,
+                base,
+                latency,
+                joined: joined_tx.clone(),
+                ready: ready_tx,
+            };
+            let task = self.ex.spawn(reader.run());
+            receivers.push(Receiver {
+                stream,
+                task,
+                ready,
+            });
+        }
+        drop(joined_tx);
+        for _ in 0..n {
+            let _ = joined.recv().await;
+        }
+        receivers
+    }
+
+    /// Makes sure every receiver has read everything sent before the measurement starts: a marker
+    /// line broadcast after all joins arrives after all their notices.
+    async fn everyone_ready(&self, target: Target, addr: SocketAddr, receivers: &[Receiver]) {
+        if target == Target::Chat {
+            let mut ctl = Async::<TcpStream>::connect(addr)
+                .await
+                .expect("control client");
+            ctl.write_all(b"READY\n/quit\n").await.expect("marker");
+            let mut sink = Vec::new();
+            let _ = future::or(ctl.read_to_end(&mut sink), async {
+                Timer::after(RUN_DEADLINE).await;
+                Ok(0)
+            })
+            .await;
+        }
+        for receiver in receivers {
+            let _ = receiver.ready.recv().await;
+        }
+    }
+
+    async fn stalled_client(&self, addr: SocketAddr) -> Async<TcpStream> {
+        let mut stream = Async::<TcpStream>::connect(addr)
+            .await
+            .expect("stalled client");
+        let mut welcome = Vec::new();
+        let mut byte = [0];
+        while !welcome.ends_with(b"users here: ") {
+            stream.read_exact(&mut byte).await.expect("welcome");
+            welcome.push(byte[0]);
+        }
+        stream
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Chat,
+    Blast,
+}
+
+/// One message line as a sender writes it: sender, sequence number and send time, padded.
+fn message(sender: usize, seq: usize, base: Instant) -> Vec<u8> {
+    let mut line = format!("S{sender:04}Q{seq:08}T{:016}", base.elapsed().as_nanos()).into_bytes();
+    line.resize(PAYLOAD, b'x');
+    line.push(b'\n');
+    line
+}
+
+async fn send_messages(stream: &Async<TcpStream>, sender: usize, m: usize, base: Instant) {
+    let mut seq = 0;
+    while seq < m {
+        let batch: Vec<u8> = (seq..(seq + 256).min(m))
+            .flat_map(|i| message(sender, i, base))
+            .collect();
+        if (&*stream).write_all(&batch).await.is_err() {
+            return;
+        }
+        seq = (seq + 256).min(m);
+    }
+}
+
+/// Parses a delivered message line (`NAME: S0001Q00000042T…xxx`).
+fn parse(line: &[u8]) -> Option<(usize, u32, u64)> {
+    let payload = line.get(line.len().checked_sub(PAYLOAD)?..)?;
+    if payload[0] != b'S' || payload[5] != b'Q' || payload[14] != b'T' {
+        return None;
+    }
+    let number = |digits: &[u8]| {
+        digits
+            .iter()
+            .fold(0_u64, |n, d| n * 10 + u64::from(d.wrapping_sub(b'0')))
+    };
+    Some((
+        number(&payload[1..5]) as usize,
+        number(&payload[6..14]) as u32,
+        number(&payload[15..31]),
+    ))
+}
+
+struct Receiver {
+    stream: Arc<Async<TcpStream>>,
+    task: smol::Task<Tally>,
+    ready: async_channel::Receiver<()>,
+}
+
+struct Reader {
+    stream: Arc<Async<TcpStream>>,
+    expected: u64,
+    buffer: usize,
+    base: Instant,
+    /// Whether to record each message's delay.
+    latency: bool,
+    joined: async_channel::Sender<()>,
+    ready: async_channel::Sender<()>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    expected: u64,
+    payloads: u64,
+    out_of_order: u64,
+    order_hash: u64,
+    done_at: Option<Instant>,
+    latencies_us: Vec<u32>,
+}
+
+impl Reader {
+    async fn run(self) -> Tally {
+        let mut tally = Tally {
+            expected: self.expected,
+            order_hash: 0xcbf2_9ce4_8422_2325,
+            ..Tally::default()
+        };
+        let mut next_seq: Vec<u32> = Vec::new();
+        let (mut joined, mut ready) = (false, false);
+        let mut buf = vec![0; self.buffer];
+        let mut carry: Vec<u8> = Vec::new();
+        // One timer for the whole run: registering a fresh one per read would cost more than the read.
+        let mut deadline = Timer::at(Instant::now() + RUN_DEADLINE);
+        while !(ready && tally.payloads >= tally.expected) {
+            let mut stream = &*self.stream;
+            let read = future::or(stream.read(&mut buf), async {
+                (&mut deadline).await;
+                Ok(0)
+            });
+            let n = match read.await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let now_ns = self.base.elapsed().as_nanos() as u64;
+            let mut on_line = |line: &[u8]| {
+                if let Some((sender, seq, sent_ns)) = parse(line) {
+                    if next_seq.len() <= sender {
+                        next_seq.resize(sender + 1, 0);
+                    }
+                    if seq != next_seq[sender] {
+                        tally.out_of_order += 1;
+                    }
+                    next_seq[sender] = seq + 1;
+                    tally.payloads += 1;
+                    tally.order_hash = (tally.order_hash
+                        ^ ((sender as u64) << 32 | u64::from(seq)))
+                    .wrapping_mul(0x100_0000_01b3);
+                    if self.latency {
+                        tally
+                            .latencies_us
+                            .push((now_ns.saturating_sub(sent_ns) / 1000) as u32);
+                    }
+                } else if !joined && line.starts_with(b"*** you are ") {
+                    joined = true;
+                    let _ = self.joined.try_send(());
+                } else if !ready && line.ends_with(b": READY") {
+                    ready = true;
+                    let _ = self.ready.try_send(());
+                }
+            };
+            let data = &buf[..n];
+            let Some(last) = data.iter().rposition(|&b| b == b'\n') else {
+                carry.extend_from_slice(data);
+                continue;
+            };
+            let mut complete = &data[..=last];
+            if !carry.is_empty() {
+                let first = complete.iter().position(|&b| b == b'\n').unwrap_or(0);
+                carry.extend_from_slice(&complete[..first]);
+                on_line(&carry);
+                carry.clear();
+                complete = &complete[first + 1..];
+            }
+            for line in complete.split(|&b| b == b'\n') {
+                if !line.is_empty() {
+                    on_line(line);
+                }
+            }
+            carry.extend_from_slice(&data[last + 1..]);
+            if tally.payloads >= tally.expected && tally.done_at.is_none() && ready {
+                tally.done_at = Some(Instant::now());
+            }
+        }
+        if tally.payloads >= tally.expected && tally.done_at.is_none() {
+            tally.done_at = Some(Instant::now());
+        }
+        tally
+    }
+}
+
+async fn collect(receivers: Vec<Receiver>) -> Vec<Tally> {
+    let mut tallies = Vec::with_capacity(receivers.len());
+    let mut streams = Vec::with_capacity(receivers.len());
+    for receiver in receivers {
+        tallies.push(receiver.task.await);
+        // Keep every connection open until all have finished, so no one leaves mid-run.
+        streams.push(receiver.stream);
+    }
+    tallies
+}
+
+/// A server child process: this executable with `--serve chat|blast`.
+struct ServerProcess {
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn spawn(target: Target, threads: usize, senders: usize, messages: usize) -> ServerProcess {
+        let mode = if target == Target::Chat {
+            "chat"
+        } else {
+            "blast"
+        };
+        let exe = std::env::current_exe().expect("own path");
+        let mut child = Command::new(exe)
+            .args([
+                "--serve",
+                mode,
+                &threads.to_string(),
+                &senders.to_string(),
+                &messages.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the server process");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("server address");
+        let addr = line.trim().parse().expect("server address");
+        ServerProcess {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// User plus system CPU time, from /proc (clock ticks of 10 ms).
+    fn cpu(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid()?)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take()); // the server shuts down when its stdin closes
+            let _ = child.wait();
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Samples a process's RSS every 5 ms on a thread, keeping the peak.
+struct PeakRss {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Option<u64>>>,
+}
+
+impl PeakRss {
+    fn watch(pid: Option<u32>) -> PeakRss {
+        let Some(pid) = pid else {
+            return PeakRss {
+                stop: None,
+                thread: None,
+            };
+        };
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut peak = None;
+            loop {
+                peak = peak.max(rss_kib(pid));
+                match stopped.recv_timeout(Duration::from_millis(5)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return peak,
+                }
+            }
+        });
+        PeakRss {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> Option<u64> {
+        drop(self.stop.take());
+        self.thread.take()?.join().ok()?
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Clone)]
+struct Report {
+    scenario: &'static str,
+    workload: String,
+    figures: Vec<(&'static str, f64)>,
+}
+
+impl Report {
+    fn new(scenario: &'static str) -> Report {
+        Report {
+            scenario,
+            workload: String::new(),
+            figures: Vec::new(),
+        }
+    }
+
+    fn put(&mut self, name: &'static str, value: f64) {
+        self.figures.push((name, value));
+    }
+
+    fn human(&self) -> String {
+        let figures: Vec<String> = self
+            .figures
+            .iter()
+            .map(|(k, v)| format!("{k}={}", pretty(*v)))
+            .collect();
+        format!(
+            "{:8} {:42} {}",
+            self.scenario,
+            self.workload,
+            figures.join(" ")
+        )
+    }
+
+    fn json(&self) -> String {
+        let figures: Vec<String> = self
+            .figures
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!(
+            "{{\"scenario\":\"{}\",\"workload\":\"{}\",{}}}",
+            self.scenario,
+            self.workload,
+            figures.join(",")
+        )
+    }
+
+    /// Groups runs by scenario and workload, in order of first appearance.
+    fn group(reports: &[Report]) -> Vec<Group> {
+        let mut groups: Vec<Group> = Vec::new();
+        for report in reports {
+            match groups.iter_mut().find(|g| {
+                g.runs[0].scenario == report.scenario && g.runs[0].workload == report.workload
+            }) {
+                Some(group) => group.runs.push(report.clone()),
+                None => groups.push(Group {
+                    runs: vec![report.clone()],
+                }),
+            }
+        }
+        groups
+    }
+}
+
+struct Group {
+    runs: Vec<Report>,
+}
+
+impl Group {
+    fn medians(&self) -> Vec<(&'static str, f64)> {
+        self.runs[0]
+            .figures
+            .iter()
+            .map(|(name, _)| {
+                let mut values: Vec<f64> = self
+                    .runs
+                    .iter()
+                    .filter_map(|r| r.figures.iter().find(|(n, _)| n == name))
+                    .map(|(_, v)| *v)
+                    .collect();
+                values.sort_by(f64::total_cmp);
+                (*name, values[values.len() / 2])
+            })
+            .collect()
+    }
+
+    fn human_median(&self) -> String {
+        let figures: Vec<String> = self
+            .medians()
+            .iter()
+            .map(|(k, v)| format!("{k}={}", pretty(*v)))
+            .collect();
+        format!(
+            "MEDIAN of {} {} {}: {}",
+            self.runs.len(),
+            self.runs[0].scenario,
+            self.runs[0].workload,
+            figures.join(" ")
+        )
+    }
+
+    fn json_median(&self) -> String {
+        let figures: Vec<String> = self
+            .medians()
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!(
+            "{{\"median_of\":{},\"scenario\":\"{}\",\"workload\":\"{}\",{}}}",
+            self.runs.len(),
+            self.runs[0].scenario,
+            self.runs[0].workload,
+            figures.join(",")
+        )
+    }
+}
+
+fn pretty(v: f64) -> String {
+    if v.fract() == 0.0 || v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The server side, in the child process.
+fn serve(args: &[String]) {
+    let threads: usize = args.get(1).and_then(|t| t.parse().ok()).unwrap_or(1);
+    let ex = Arc::new(Executor::new());
+    for _ in 1..threads {
+        let ex = ex.clone();
+        std::thread::spawn(move || smol::block_on(ex.run(future::pending::<()>())));
+    }
+    // The parent closes our stdin to stop us.
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        drop(stop);
+    });
+    let stopped = async move {
+        let _ = stopped.recv().await;
+    };
+    if args.first().map(String::as_str) == Some("blast") {
+        let number = |i: usize| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(1);
+        return smol::block_on(ex.run(blast(&ex, number(2), number(3), stopped)));
+    }
+    let config = smolchat::Config {
+        flood_rate: 0.0,
+        max_clients: 1_000_000,
+        ..smolchat::Config::default()
+    };
+    let server = smolchat::Server::bind("127.0.0.1:0", config).expect("bind");
+    println!("{}", server.local_addr());
+    let _ = std::io::stdout().flush();
+    smol::block_on(ex.run(server.run(&ex, stopped)));
+}
+
+/// A trivial server that sends every client the same pre-formatted lines a chat server would
+/// (`senders` x `messages`), to measure the load generator alone.
+async fn blast(
+    ex: &Executor<'_>,
+    senders: usize,
+    messages: usize,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).expect("bind");
+    println!("{}", listener.get_ref().local_addr().expect("address"));
+    let _ = std::io::stdout().flush();
+    let base = Instant::now();
+    let lines: Vec<u8> = (0..messages)
+        .flat_map(|seq| (0..senders).map(move |sender| (sender, seq)))
+        .flat_map(|(sender, seq)| {
+            [
+                format!("guest{sender}: ").into_bytes(),
+                message(sender, seq, base),
+            ]
+            .concat()
+        })
+        .collect();
+    let lines = Arc::new(lines);
+    let accept = async {
+        let mut n = 0;
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            n += 1;
+            let lines = lines.clone();
+            ex.spawn(async move {
+                let hello = format!("*** you are blast{n} in #lobby; users here: 1\nctl: READY\n");
+                stream.write_all(hello.as_bytes()).await?;
+                let mut go = [0; 3];
+                stream.read_exact(&mut go).await?;
+                stream.write_all(&lines).await?;
+                let mut rest = Vec::new();
+                stream.read_to_end(&mut rest).await.map(drop)
+            })
+            .detach();
+        }
+    };
+    future::or(accept, stopped).await;
+}
+
+/// Raises the soft open-file limit to the hard one: the idle scenario opens thousands of sockets.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    )
+    .is_err()
+    {
+        eprintln!(
+            "could not raise the open-file limit above {:?}",
+            limit.current
+        );
+    }
+}
