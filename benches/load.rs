@@ -155,7 +155,7 @@ impl Bench {
                     let (n, s, m) = (
                         o.clients.unwrap_or(100),
                         o.senders.unwrap_or(10),
-                        o.messages.unwrap_or(3000),
+                        o.messages.unwrap_or(6000),
                     );
                     self.repeat_n("slow", o.runs.min(3), |run| {
                         self.fanout(Target::Chat, n, s, m, run % 2 == 1)
@@ -265,7 +265,10 @@ impl Bench {
             .stop()
             .zip(rss_before)
             .map(|(p, b)| p.saturating_sub(b));
-        drop(stalled);
+        let stalled_dropped = match stalled {
+            Some(stream) => Some(was_dropped_as_slow(stream).await),
+            None => None,
+        };
 
         let deliveries: u64 = tallies.iter().map(|t| t.payloads).sum();
         let expected: u64 = tallies.iter().map(|t| t.expected).sum();
@@ -303,6 +306,9 @@ impl Bench {
         }
         if let Some(growth) = peak_growth {
             report.put("server_peak_rss_growth_kib", growth as f64);
+        }
+        if let Some(dropped) = stalled_dropped {
+            report.put("stalled_client_dropped", f64::from(u8::from(dropped)));
         }
         report
     }
@@ -499,9 +505,18 @@ impl Bench {
     }
 
     async fn stalled_client(&self, addr: SocketAddr) -> Async<TcpStream> {
-        let mut stream = Async::<TcpStream>::connect(addr)
-            .await
-            .expect("stalled client");
+        // A small receive buffer, set before connecting so the window starts small: the kernel
+        // then absorbs little of what the server sends, and its queue must take the rest.
+        let family = if addr.is_ipv4() {
+            rustix::net::AddressFamily::INET
+        } else {
+            rustix::net::AddressFamily::INET6
+        };
+        let socket =
+            rustix::net::socket(family, rustix::net::SocketType::STREAM, None).expect("socket");
+        rustix::net::sockopt::set_socket_recv_buffer_size(&socket, 4096).expect("SO_RCVBUF");
+        rustix::net::connect(&socket, &addr).expect("stalled client");
+        let mut stream = Async::new(TcpStream::from(socket)).expect("non-blocking");
         let mut welcome = Vec::new();
         let mut byte = [0];
         while !welcome.ends_with(b"users here: ") {
@@ -510,6 +525,17 @@ impl Bench {
         }
         stream
     }
+}
+
+/// Reads what the server sent a stalled client, to see whether it was disconnected as too slow.
+async fn was_dropped_as_slow(mut stream: Async<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    let read = future::or(stream.read_to_end(&mut rest), async {
+        Timer::after(Duration::from_secs(2)).await;
+        Ok(0)
+    });
+    let _ = read.await;
+    rest.windows(19).any(|w| w == b"fell too far behind")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -597,16 +623,29 @@ impl Reader {
         let mut carry: Vec<u8> = Vec::new();
         // One timer for the whole run: registering a fresh one per read would cost more than the read.
         let mut deadline = Timer::at(Instant::now() + RUN_DEADLINE);
+        let mut drained = true;
         while !(ready && tally.payloads >= tally.expected) {
-            let mut stream = &*self.stream;
-            let read = future::or(stream.read(&mut buf), async {
-                (&mut deadline).await;
-                Ok(0)
-            });
-            let n = match read.await {
-                Ok(0) | Err(_) => break,
+            // After a short read the socket is most likely empty: wait for readiness instead of
+            // paying for a read that fails with WouldBlock.
+            if drained {
+                let ready = future::or(self.stream.readable(), async {
+                    (&mut deadline).await;
+                    Err(std::io::ErrorKind::TimedOut.into())
+                });
+                if ready.await.is_err() {
+                    break;
+                }
+            }
+            let n = match self.stream.get_ref().read(&mut buf) {
+                Ok(0) => break,
                 Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    continue;
+                }
+                Err(_) => break,
             };
+            drained = n < buf.len();
             let now_ns = self.base.elapsed().as_nanos() as u64;
             let mut on_line = |line: &[u8]| {
                 if let Some((sender, seq, sent_ns)) = parse(line) {

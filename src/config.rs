@@ -28,11 +28,12 @@ pub struct Config {
     /// dropped with an error to their sender. Two KiB holds any line a person types or pastes
     /// in one go while capping what one client can make the server buffer for an unfinished line.
     pub max_line: usize,
-    /// Most lines queued for one client (default 4096). Bounds the per-line overhead (about
-    /// 40 bytes each) that `queue_bytes` does not see when a client stops reading tiny lines.
+    /// Most lines queued for one client (default 4096). A second bound beside `queue_bytes`,
+    /// for hosts that think in lines.
     pub queue_lines: usize,
-    /// Most bytes queued for one client (default 256 KiB). A client that falls further behind
-    /// is disconnected, so one stalled reader cannot make the server hold an endless backlog.
+    /// Most bytes queued for one client (default 256 KiB), counting each line's text plus 48
+    /// bytes of bookkeeping. A client that falls further behind is disconnected, so one stalled
+    /// reader cannot make the server hold an endless backlog.
     pub queue_bytes: usize,
     /// Most clients connected at once (default 10,000). Beyond it a client is told the server
     /// is full and closed; this bounds total memory to about `max_clients × queue_bytes`.

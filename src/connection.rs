@@ -261,7 +261,7 @@ async fn write_loop(stream: &Async<TcpStream>, inbox: Inbox, config: &Config) ->
         if let Err(reason) = write_all(stream, &batch, config.write_timeout, flush_deadline).await {
             return reason;
         }
-        inbox.written(batch.iter().map(|line| line.len()).sum());
+        inbox.written(&batch);
     }
 }
 

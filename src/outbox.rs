@@ -58,7 +58,7 @@ impl Outbox {
             return Err(PushError::Closed);
         }
         if self.tx.len() >= max_lines
-            || self.queued.load(Ordering::Relaxed) + line.len() > max_bytes
+            || self.queued.load(Ordering::Relaxed) + cost(line) > max_bytes
         {
             return Err(PushError::Full);
         }
@@ -67,7 +67,7 @@ impl Outbox {
 
     /// Queues a line whatever the bound: for the last line a client gets before it is closed.
     pub(crate) fn force(&self, line: Arc<str>) -> Result<(), PushError> {
-        let len = line.len();
+        let len = cost(&line);
         // Count first: the writer may take the line and subtract before this returns.
         self.queued.fetch_add(len, Ordering::Relaxed);
         self.tx.try_send(line).map_err(|_| {
@@ -83,8 +83,19 @@ impl Outbox {
 }
 
 impl Inbox {
-    /// Records that `bytes` of queued lines were written.
-    pub(crate) fn written(&self, bytes: usize) {
-        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    /// Records that these queued lines were written.
+    pub(crate) fn written(&self, lines: &[Arc<str>]) {
+        self.queued
+            .fetch_sub(lines.iter().map(cost).sum(), Ordering::Relaxed);
     }
 }
+
+/// What a queued line costs in memory: its text, plus the reference counts of its `Arc`, its
+/// slot in the channel and the allocator's header. Counting these keeps `queue_bytes` honest
+/// for short lines.
+fn cost(line: &Arc<str>) -> usize {
+    line.len() + LINE_OVERHEAD
+}
+
+/// Bytes of bookkeeping per queued line (see [`cost`]).
+pub(crate) const LINE_OVERHEAD: usize = 48;

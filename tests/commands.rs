@@ -274,6 +274,8 @@ fn joining_a_room_replays_its_recent_history_but_no_private_messages() -> io::Re
         c[0].send("/join den").await?;
         c[0].until(|l| l.starts_with("*** you are")).await?;
         c[0].send("in the den").await?;
+        // Handled before bob joins: the server answers commands in order.
+        c[0].sync().await?;
         c[1].send("/join den").await?;
         c[1].until(|l| l.starts_with("*** you are guest2 in #den"))
             .await?;
