@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use smol::{Async, Executor, Timer};
 
 /// Bytes of each message's text, as in the published figures we compare against.
@@ -93,7 +93,7 @@ impl Options {
             }
         }
         if o.scenarios.is_empty() || o.scenarios.iter().any(|s| s == "all") {
-            o.scenarios = ["ceiling", "fanout", "latency", "idle", "slow"]
+            o.scenarios = ["ceiling", "fanout", "naive", "latency", "idle", "slow"]
                 .map(String::from)
                 .to_vec();
         }
@@ -130,6 +130,19 @@ impl Bench {
                         self.repeat("fanout", |_| self.fanout(Target::Chat, n, s, m, false))
                             .await;
                     }
+                }
+                "naive" => {
+                    // Only 100 clients: at 1000 its 128-entry listen backlog (std's) overflows and
+                    // connects stall in SYN retries for longer than a run may take.
+                    let (n, s, m) = (
+                        o.clients.unwrap_or(100),
+                        o.senders.unwrap_or(10),
+                        o.messages.unwrap_or(1000),
+                    );
+                    self.repeat_n("naive", o.runs.min(3), |_| {
+                        self.fanout(Target::Naive, n, s, m, false)
+                    })
+                    .await;
                 }
                 "ceiling" => {
                     let (n, s, m) = (
@@ -221,6 +234,7 @@ impl Bench {
         let receivers = self
             .connect_and_join(server.addr, n, 64 * 1024, base, false, |i| match target {
                 Target::Chat if i < s => ((s - 1) * m) as u64,
+                // Blast sends everyone everything; the naive server echoes to the sender too.
                 _ => (s * m) as u64,
             })
             .await;
@@ -237,7 +251,7 @@ impl Bench {
         let cpu_before = server.cpu();
         let started = Instant::now();
         match target {
-            Target::Chat => {
+            Target::Chat | Target::Naive => {
                 for (i, client) in receivers.iter().take(s).enumerate() {
                     let stream = client.stream.clone();
                     self.ex
@@ -274,13 +288,14 @@ impl Bench {
         let expected: u64 = tallies.iter().map(|t| t.expected).sum();
         let pure: Vec<u64> = tallies
             .iter()
-            .skip(if target == Target::Chat { s } else { 0 })
+            .skip(if target == Target::Blast { 0 } else { s })
             .map(|t| t.order_hash)
             .collect();
         let mut report = Report::new(match (target, with_stalled) {
             (Target::Blast, _) => "ceiling",
             (Target::Chat, false) => "fanout",
             (Target::Chat, true) => "slow",
+            (Target::Naive, _) => "naive",
         });
         report.workload = format!("{n} clients x {s} senders x {m} messages");
         report.put(
@@ -487,21 +502,22 @@ impl Bench {
     /// Makes sure every receiver has read everything sent before the measurement starts: a marker
     /// line broadcast after all joins arrives after all their notices.
     async fn everyone_ready(&self, target: Target, addr: SocketAddr, receivers: &[Receiver]) {
-        if target == Target::Chat {
-            let mut ctl = Async::<TcpStream>::connect(addr)
+        // The control client sends the marker, then reads (and discards) until all have seen it.
+        let mut ctl = None;
+        if target != Target::Blast {
+            let mut stream = Async::<TcpStream>::connect(addr)
                 .await
                 .expect("control client");
-            ctl.write_all(b"READY\n/quit\n").await.expect("marker");
-            let mut sink = Vec::new();
-            let _ = future::or(ctl.read_to_end(&mut sink), async {
-                Timer::after(RUN_DEADLINE).await;
-                Ok(0)
-            })
-            .await;
+            stream.write_all(b"READY\n").await.expect("marker");
+            ctl = Some(self.ex.spawn(async move {
+                let mut sink = [0; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            }));
         }
         for receiver in receivers {
             let _ = receiver.ready.recv().await;
         }
+        drop(ctl);
     }
 
     async fn stalled_client(&self, addr: SocketAddr) -> Async<TcpStream> {
@@ -542,6 +558,8 @@ async fn was_dropped_as_slow(mut stream: Async<TcpStream>) -> bool {
 enum Target {
     Chat,
     Blast,
+    /// A server in the shape of smol's chat example, for comparison in the same run.
+    Naive,
 }
 
 /// One message line as a sender writes it: sender, sequence number and send time, padded.
@@ -722,10 +740,10 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn spawn(target: Target, threads: usize, senders: usize, messages: usize) -> ServerProcess {
-        let mode = if target == Target::Chat {
-            "chat"
-        } else {
-            "blast"
+        let mode = match target {
+            Target::Chat => "chat",
+            Target::Blast => "blast",
+            Target::Naive => "naive",
         };
         let exe = std::env::current_exe().expect("own path");
         let mut child = Command::new(exe)
@@ -974,6 +992,9 @@ fn serve(args: &[String]) {
         let number = |i: usize| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(1);
         return smol::block_on(ex.run(blast(&ex, number(2), number(3), stopped)));
     }
+    if args.first().map(String::as_str) == Some("naive") {
+        return smol::block_on(ex.run(naive(&ex, stopped)));
+    }
     let config = smolchat::Config {
         flood_rate: 0.0,
         max_clients: 1_000_000,
@@ -1024,6 +1045,64 @@ async fn blast(
                 stream.write_all(&lines).await?;
                 let mut rest = Vec::new();
                 stream.read_to_end(&mut rest).await.map(drop)
+            })
+            .detach();
+        }
+    };
+    future::or(accept, stopped).await;
+}
+
+/// What a naive server's connection tasks tell its broker.
+enum NaiveEvent {
+    Join(usize, Arc<Async<TcpStream>>),
+    Leave(usize),
+    Message(usize, String),
+}
+
+/// A server in the shape of smol's chat example: one broker task owns every socket and writes
+/// each line to each client in turn, awaiting every write. Same line format as smolchat.
+async fn naive(ex: &Executor<'_>, stopped: impl std::future::Future<Output = ()>) {
+    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).expect("bind");
+    println!("{}", listener.get_ref().local_addr().expect("address"));
+    let _ = std::io::stdout().flush();
+    let (events, broker_events) = async_channel::bounded::<NaiveEvent>(100);
+    ex.spawn(async move {
+        let mut clients = std::collections::HashMap::new();
+        while let Ok(event) = broker_events.recv().await {
+            let line = match event {
+                NaiveEvent::Join(id, stream) => {
+                    let welcome = format!("*** you are guest{id} in #lobby; users here: 1\n");
+                    let _ = (&*stream).write_all(welcome.as_bytes()).await;
+                    clients.insert(id, stream);
+                    format!("*** guest{id} joined\n")
+                }
+                NaiveEvent::Leave(id) => {
+                    clients.remove(&id);
+                    format!("*** guest{id} left\n")
+                }
+                NaiveEvent::Message(id, text) => format!("guest{id}: {text}\n"),
+            };
+            for stream in clients.values() {
+                let _ = (&**stream).write_all(line.as_bytes()).await;
+            }
+        }
+    })
+    .detach();
+    let accept = async {
+        let mut id = 0;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            id += 1;
+            let (stream, events) = (Arc::new(stream), events.clone());
+            ex.spawn(async move {
+                let _ = events.send(NaiveEvent::Join(id, stream.clone())).await;
+                let mut lines = futures_lite::io::BufReader::new(&*stream).lines();
+                while let Some(Ok(line)) = futures_lite::StreamExt::next(&mut lines).await {
+                    let _ = events.send(NaiveEvent::Message(id, line)).await;
+                }
+                let _ = events.send(NaiveEvent::Leave(id)).await;
             })
             .detach();
         }
