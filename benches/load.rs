@@ -58,6 +58,8 @@ struct Options {
     runs: usize,
     threads: usize,
     gen_threads: usize,
+    /// Whether the server sets TCP_NODELAY (`--no-nodelay` measures the lever).
+    nodelay: bool,
 }
 
 impl Options {
@@ -72,6 +74,7 @@ impl Options {
             runs: 5,
             threads: cores,
             gen_threads: cores,
+            nodelay: true,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -87,6 +90,7 @@ impl Options {
                 "--runs" => o.runs = number("--runs").max(1),
                 "--threads" => o.threads = number("--threads").max(1),
                 "--gen-threads" => o.gen_threads = number("--gen-threads").max(1),
+                "--no-nodelay" => o.nodelay = false,
                 "--addr" => o.addr = it.next().and_then(|a| a.parse().ok()),
                 s if !s.starts_with('-') => o.scenarios.push(s.to_string()),
                 other => panic!("unknown option {other}"),
@@ -216,7 +220,7 @@ impl Bench {
     fn server(&self, target: Target, senders: usize, messages: usize) -> ServerProcess {
         match (target, self.options.addr) {
             (Target::Chat, Some(addr)) => ServerProcess { child: None, addr },
-            _ => ServerProcess::spawn(target, self.options.threads, senders, messages),
+            _ => ServerProcess::spawn(target, &self.options, senders, messages),
         }
     }
 
@@ -739,7 +743,7 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn(target: Target, threads: usize, senders: usize, messages: usize) -> ServerProcess {
+    fn spawn(target: Target, options: &Options, senders: usize, messages: usize) -> ServerProcess {
         let mode = match target {
             Target::Chat => "chat",
             Target::Blast => "blast",
@@ -750,9 +754,10 @@ impl ServerProcess {
             .args([
                 "--serve",
                 mode,
-                &threads.to_string(),
+                &options.threads.to_string(),
                 &senders.to_string(),
                 &messages.to_string(),
+                if options.nodelay { "nodelay" } else { "delay" },
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -998,6 +1003,7 @@ fn serve(args: &[String]) {
     let config = smolchat::Config {
         flood_rate: 0.0,
         max_clients: 1_000_000,
+        nodelay: args.get(4).map(String::as_str) != Some("delay"),
         ..smolchat::Config::default()
     };
     let server = smolchat::Server::bind("127.0.0.1:0", config).expect("bind");
