@@ -179,6 +179,10 @@ impl Bench {
                     })
                     .await;
                 }
+                "worst" => {
+                    let k = o.clients.unwrap_or(20);
+                    self.repeat_n("worst", 1, |_| self.worst(k)).await;
+                }
                 other => eprintln!("unknown scenario {other}"),
             }
         }
@@ -244,7 +248,7 @@ impl Bench {
             .await;
         // A client that never reads past its welcome: it must not slow the others.
         let stalled = if with_stalled {
-            Some(self.stalled_client(server.addr).await)
+            Some(self.stalled_client(server.addr).await.0)
         } else {
             None
         };
@@ -269,7 +273,7 @@ impl Bench {
                 }
             }
         }
-        let tallies = collect(receivers).await;
+        let (tallies, _connections) = collect(receivers).await;
         let elapsed = tallies
             .iter()
             .filter_map(|t| t.done_at)
@@ -362,7 +366,7 @@ impl Bench {
                 }
             })
             .detach();
-        let tallies = collect(receivers).await;
+        let (tallies, _connections) = collect(receivers).await;
         let cpu = server
             .cpu()
             .zip(cpu_before)
@@ -443,7 +447,7 @@ impl Bench {
         let _ = (&*receivers[0].stream)
             .write_all(&message(0, 0, base))
             .await;
-        let tallies = collect(receivers).await;
+        let (tallies, _connections) = collect(receivers).await;
         let reached = tallies
             .iter()
             .filter(|t| t.expected > 0 && t.payloads == t.expected)
@@ -453,6 +457,13 @@ impl Bench {
             .filter_map(|t| t.done_at)
             .max()
             .map_or(RUN_DEADLINE, |t| t - started);
+        // Now every client has had a line through its queue, as clients of a live chat have.
+        if let Some((after, before)) = server.rss_kib().zip(rss_before) {
+            report.put(
+                "server_bytes_per_connection_after_broadcast",
+                (after.saturating_sub(before) * 1024) as f64 / n as f64,
+            );
+        }
         report.put("broadcast_reached", reached as f64);
         report.put("broadcast_ms", last.as_secs_f64() * 1e3);
         report
@@ -524,7 +535,79 @@ impl Bench {
         drop(ctl);
     }
 
-    async fn stalled_client(&self, addr: SocketAddr) -> Async<TcpStream> {
+    /// Clients that stop reading, each sent distinct private lines until it is dropped: the
+    /// worst case for server memory. Compares the peak with the README's formula.
+    async fn worst(&self, k: usize) -> Report {
+        let server = self.server(Target::Chat, 1, 0);
+        let mut stalled = Vec::new();
+        for _ in 0..k {
+            stalled.push(self.stalled_client(server.addr).await);
+        }
+        let names: Vec<String> = stalled.iter().map(|(_, name)| name.clone()).collect();
+        let mut sender = Async::<TcpStream>::connect(server.addr)
+            .await
+            .expect("sender");
+        let reader =
+            Async::new(sender.get_ref().try_clone().expect("clone")).expect("non-blocking");
+        // The sender reads everything it gets back, so only the stalled clients fall behind.
+        let (synced, is_synced) = async_channel::bounded::<()>(1);
+        let drain = self.ex.spawn(async move {
+            let mut lines = futures_lite::io::BufReader::new(reader).lines();
+            while let Some(Ok(line)) = futures_lite::StreamExt::next(&mut lines).await {
+                if line.starts_with("*** rooms:") {
+                    let _ = synced.try_send(());
+                }
+            }
+        });
+        Timer::after(Duration::from_millis(200)).await;
+        let rss_before = server.rss_kib();
+        let peak = PeakRss::watch(server.pid());
+        // More than the kernel buffers for a stalled socket (about 4 MB here), then the queue.
+        let text = "w".repeat(1900);
+        for _ in 0..(6 << 20) / text.len() {
+            let batch: String = names
+                .iter()
+                .map(|name| format!("/msg {name} {text}\n"))
+                .collect();
+            if sender.write_all(batch.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        sender.write_all(b"/rooms\n").await.expect("sync");
+        let _ = future::or(async { is_synced.recv().await.map_err(drop) }, async {
+            Timer::after(RUN_DEADLINE).await;
+            Err(())
+        })
+        .await;
+        let peak_growth = peak
+            .stop()
+            .zip(rss_before)
+            .map(|(p, b)| p.saturating_sub(b));
+        let checks: Vec<_> = stalled
+            .into_iter()
+            .map(|(stream, _)| self.ex.spawn(was_dropped_as_slow(stream)))
+            .collect();
+        let mut dropped = 0;
+        for check in checks {
+            dropped += usize::from(check.await);
+        }
+        drop(drain);
+
+        let c = smolchat::Config::default();
+        let per_client =
+            c.queue_bytes + 2 * c.history * (c.max_line + 60) + 2 * (c.max_line + 2 + 4096) + 8192;
+        let formula = k * per_client + (k + 1) * c.history * (c.max_line + 60);
+        let mut report = Report::new("worst");
+        report.workload = format!("{k} stalled clients, 6 MB of private lines each");
+        report.put("stalled_clients_dropped", dropped as f64);
+        if let Some(growth) = peak_growth {
+            report.put("server_peak_rss_growth_kib", growth as f64);
+        }
+        report.put("formula_kib", (formula / 1024) as f64);
+        report
+    }
+
+    async fn stalled_client(&self, addr: SocketAddr) -> (Async<TcpStream>, String) {
         // A small receive buffer, set before connecting so the window starts small: the kernel
         // then absorbs little of what the server sends, and its queue must take the rest.
         let family = if addr.is_ipv4() {
@@ -543,7 +626,13 @@ impl Bench {
             stream.read_exact(&mut byte).await.expect("welcome");
             welcome.push(byte[0]);
         }
-        stream
+        let text = String::from_utf8_lossy(&welcome);
+        let name = text
+            .rsplit("*** you are ")
+            .next()
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_default();
+        (stream, name.to_string())
     }
 }
 
@@ -725,7 +814,8 @@ impl Reader {
     }
 }
 
-async fn collect(receivers: Vec<Receiver>) -> Vec<Tally> {
+/// Waits for every reader; hands back the connections so the caller decides when they close.
+async fn collect(receivers: Vec<Receiver>) -> (Vec<Tally>, Vec<Arc<Async<TcpStream>>>) {
     let mut tallies = Vec::with_capacity(receivers.len());
     let mut streams = Vec::with_capacity(receivers.len());
     for receiver in receivers {
@@ -733,7 +823,7 @@ async fn collect(receivers: Vec<Receiver>) -> Vec<Tally> {
         // Keep every connection open until all have finished, so no one leaves mid-run.
         streams.push(receiver.stream);
     }
-    tallies
+    (tallies, streams)
 }
 
 /// A server child process: this executable with `--serve chat|blast`.
