@@ -97,9 +97,11 @@ impl Options {
             }
         }
         if o.scenarios.is_empty() || o.scenarios.iter().any(|s| s == "all") {
-            o.scenarios = ["ceiling", "fanout", "naive", "latency", "idle", "slow"]
-                .map(String::from)
-                .to_vec();
+            o.scenarios = [
+                "ceiling", "fanout", "naive", "latency", "idle", "slow", "worst",
+            ]
+            .map(String::from)
+            .to_vec();
         }
         o
     }
@@ -174,7 +176,7 @@ impl Bench {
                         o.senders.unwrap_or(10),
                         o.messages.unwrap_or(6000),
                     );
-                    self.repeat_n("slow", o.runs.min(3), |run| {
+                    self.repeat_n("slow", o.runs, |run| {
                         self.fanout(Target::Chat, n, s, m, run % 2 == 1)
                     })
                     .await;
