@@ -610,8 +610,18 @@ impl State {
             greeting.push_str("[history] ");
             greeting.push_str(line);
         }
-        // A greeting is at most history × max_line: queue it whatever the bound.
-        let _ = outbox.force(greeting.into());
+        // A greeting (at most history × max_line) may exceed the bound on its own, so an empty
+        // queue always takes it; otherwise it counts like any line, so a client that keeps
+        // switching rooms without reading cannot pile greetings up.
+        let greeting: Arc<str> = greeting.into();
+        let queued = if outbox.is_empty() {
+            outbox.force(greeting)
+        } else {
+            outbox.push(&greeting, self.queue_lines, self.queue_bytes)
+        };
+        if let Err(e) = queued {
+            self.doomed.push((id, doom_reason(e)));
+        }
         room.members.push((id, outbox));
     }
 

@@ -76,6 +76,11 @@ impl Outbox {
         })
     }
 
+    /// Whether nothing is waiting to be written (the writer may still be writing its batch).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) == 0
+    }
+
     /// Lets the writer finish what is queued, then stop.
     pub(crate) fn close(&self) {
         self.tx.close();

@@ -106,3 +106,29 @@ fn client_whose_socket_accepts_nothing_is_dropped_after_the_write_timeout() -> i
         Ok(())
     })
 }
+
+#[test]
+fn switching_rooms_without_reading_cannot_pile_up_greetings() -> io::Result<()> {
+    let server = TestServer::start(Config {
+        queue_bytes: 16 * 1024,
+        history: 5,
+        ..config()
+    });
+    smol::block_on(async {
+        let mut c = server.clients(2).await?;
+        // Give room "a" a full history, so each greeting there is about 5 KB.
+        c[0].send("/join a").await?;
+        c[0].until(|l| l.starts_with("*** you are")).await?;
+        for _ in 0..5 {
+            c[0].send(&"h".repeat(1000)).await?;
+        }
+        c[0].sync().await?;
+        // The other client never reads, and hops between rooms: 20 MB of greetings if unbounded.
+        let hops = "/join a\n/join b\n".repeat(2000);
+        c[1].send_raw(hops.as_bytes()).await?;
+        eventually("the hopper is dropped as too slow", || {
+            server.handle.stats().dropped_slow == 1
+        })
+        .await
+    })
+}
