@@ -596,8 +596,9 @@ impl Bench {
         drop(drain);
 
         let c = smolchat::Config::default();
+        // The README's formula: queue, one greeting past the bound, framer, fixed costs.
         let per_client =
-            c.queue_bytes + 2 * c.history * (c.max_line + 60) + 2 * (c.max_line + 2 + 4096) + 8192;
+            c.queue_bytes + c.history * (c.max_line + 60) + 2 * (c.max_line + 4096) + 8192;
         let formula = k * per_client + (k + 1) * c.history * (c.max_line + 60);
         let mut report = Report::new("worst");
         report.workload = format!("{k} stalled clients, 6 MB of private lines each");
