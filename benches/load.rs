@@ -25,8 +25,10 @@ use futures_lite::future;
 use futures_lite::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use smol::{Async, Executor, Timer};
 
-/// Bytes of each message's text, as in the published figures we compare against.
-const PAYLOAD: usize = 64;
+#[path = "load/counting.rs"]
+mod counting;
+use counting::{message, parse, Lines, Tally};
+
 /// How long one scenario run may take before it is reported with what it lost.
 const RUN_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -295,7 +297,6 @@ impl Bench {
         };
 
         let deliveries: u64 = tallies.iter().map(|t| t.payloads).sum();
-        let expected: u64 = tallies.iter().map(|t| t.expected).sum();
         let pure: Vec<u64> = tallies
             .iter()
             .skip(if target == Target::Blast { 0 } else { s })
@@ -313,7 +314,7 @@ impl Bench {
             deliveries as f64 / elapsed.as_secs_f64(),
         );
         report.put("deliveries", deliveries as f64);
-        report.put("lost", expected.saturating_sub(deliveries) as f64);
+        report.put("lost", tallies.iter().map(Tally::lost).sum::<u64>() as f64);
         report.put(
             "duplicated_or_reordered",
             tallies.iter().map(|t| t.out_of_order).sum::<u64>() as f64,
@@ -658,14 +659,6 @@ enum Target {
     Naive,
 }
 
-/// One message line as a sender writes it: sender, sequence number and send time, padded.
-fn message(sender: usize, seq: usize, base: Instant) -> Vec<u8> {
-    let mut line = format!("S{sender:04}Q{seq:08}T{:016}", base.elapsed().as_nanos()).into_bytes();
-    line.resize(PAYLOAD, b'x');
-    line.push(b'\n');
-    line
-}
-
 async fn send_messages(stream: &Async<TcpStream>, sender: usize, m: usize, base: Instant) {
     let mut seq = 0;
     while seq < m {
@@ -677,24 +670,6 @@ async fn send_messages(stream: &Async<TcpStream>, sender: usize, m: usize, base:
         }
         seq = (seq + 256).min(m);
     }
-}
-
-/// Parses a delivered message line (`NAME: S0001Q00000042T…xxx`).
-fn parse(line: &[u8]) -> Option<(usize, u32, u64)> {
-    let payload = line.get(line.len().checked_sub(PAYLOAD)?..)?;
-    if payload[0] != b'S' || payload[5] != b'Q' || payload[14] != b'T' {
-        return None;
-    }
-    let number = |digits: &[u8]| {
-        digits
-            .iter()
-            .fold(0_u64, |n, d| n * 10 + u64::from(d.wrapping_sub(b'0')))
-    };
-    Some((
-        number(&payload[1..5]) as usize,
-        number(&payload[6..14]) as u32,
-        number(&payload[15..31]),
-    ))
 }
 
 struct Receiver {
@@ -714,27 +689,12 @@ struct Reader {
     ready: async_channel::Sender<()>,
 }
 
-#[derive(Debug, Default)]
-struct Tally {
-    expected: u64,
-    payloads: u64,
-    out_of_order: u64,
-    order_hash: u64,
-    done_at: Option<Instant>,
-    latencies_us: Vec<u32>,
-}
-
 impl Reader {
     async fn run(self) -> Tally {
-        let mut tally = Tally {
-            expected: self.expected,
-            order_hash: 0xcbf2_9ce4_8422_2325,
-            ..Tally::default()
-        };
-        let mut next_seq: Vec<u32> = Vec::new();
+        let mut tally = Tally::new(self.expected);
         let (mut joined, mut ready) = (false, false);
         let mut buf = vec![0; self.buffer];
-        let mut carry: Vec<u8> = Vec::new();
+        let mut lines = Lines::default();
         // One timer for the whole run: registering a fresh one per read would cost more than the read.
         let mut deadline = Timer::at(Instant::now() + RUN_DEADLINE);
         let mut drained = true;
@@ -761,19 +721,9 @@ impl Reader {
             };
             drained = n < buf.len();
             let now_ns = self.base.elapsed().as_nanos() as u64;
-            let mut on_line = |line: &[u8]| {
+            lines.feed(&buf[..n], |line| {
                 if let Some((sender, seq, sent_ns)) = parse(line) {
-                    if next_seq.len() <= sender {
-                        next_seq.resize(sender + 1, 0);
-                    }
-                    if seq != next_seq[sender] {
-                        tally.out_of_order += 1;
-                    }
-                    next_seq[sender] = seq + 1;
-                    tally.payloads += 1;
-                    tally.order_hash = (tally.order_hash
-                        ^ ((sender as u64) << 32 | u64::from(seq)))
-                    .wrapping_mul(0x100_0000_01b3);
+                    tally.count(sender, seq);
                     if self.latency {
                         tally
                             .latencies_us
@@ -786,26 +736,7 @@ impl Reader {
                     ready = true;
                     let _ = self.ready.try_send(());
                 }
-            };
-            let data = &buf[..n];
-            let Some(last) = data.iter().rposition(|&b| b == b'\n') else {
-                carry.extend_from_slice(data);
-                continue;
-            };
-            let mut complete = &data[..=last];
-            if !carry.is_empty() {
-                let first = complete.iter().position(|&b| b == b'\n').unwrap_or(0);
-                carry.extend_from_slice(&complete[..first]);
-                on_line(&carry);
-                carry.clear();
-                complete = &complete[first + 1..];
-            }
-            for line in complete.split(|&b| b == b'\n') {
-                if !line.is_empty() {
-                    on_line(line);
-                }
-            }
-            carry.extend_from_slice(&data[last + 1..]);
+            });
             if tally.payloads >= tally.expected && tally.done_at.is_none() && ready {
                 tally.done_at = Some(Instant::now());
             }
@@ -817,7 +748,6 @@ impl Reader {
     }
 }
 
-/// Waits for every reader; hands back the connections so the caller decides when they close.
 async fn collect(receivers: Vec<Receiver>) -> (Vec<Tally>, Vec<Arc<Async<TcpStream>>>) {
     let mut tallies = Vec::with_capacity(receivers.len());
     let mut streams = Vec::with_capacity(receivers.len());
