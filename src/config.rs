@@ -106,6 +106,23 @@ pub struct Config {
 pub type Filter = Arc<dyn Fn(&Draft<'_>) -> Verdict + Send + Sync>;
 
 /// A chat line about to be relayed, as seen by a [`Filter`].
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::{Draft, Verdict};
+///
+/// // Private messages pass; room lines may not shout.
+/// fn no_shouting(line: &Draft<'_>) -> Verdict {
+///     let shouting = line.text.len() > 8 && !line.text.chars().any(|c| c.is_lowercase());
+///     if line.to.is_none() && shouting {
+///         Verdict::Rewrite(line.text.to_lowercase())
+///     } else {
+///         Verdict::Relay
+///     }
+/// }
+/// # let _ = no_shouting;
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Draft<'a> {
@@ -120,6 +137,22 @@ pub struct Draft<'a> {
 }
 
 /// What a [`Filter`] decided about a line.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use smolchat::{Config, Verdict};
+///
+/// let config = Config {
+///     filter: Some(Arc::new(|line: &smolchat::Draft<'_>| match line.text.contains("http") {
+///         true => Verdict::Reject("no links, please".into()),
+///         false => Verdict::Relay,
+///     })),
+///     ..Config::default()
+/// };
+/// # drop(config);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Relay the line unchanged.

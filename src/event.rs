@@ -7,6 +7,23 @@ use std::sync::Arc;
 /// Something that happened on the server, delivered to [`Handle::subscribe`](crate::Handle::subscribe).
 ///
 /// Events come in the order the server made the changes they describe.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::Event;
+///
+/// fn describe(event: &Event) -> String {
+///     match event {
+///         Event::Joined { name, addr } => format!("{name} joined from {addr}"),
+///         Event::Left { name, reason } => format!("{name} left ({reason})"),
+///         Event::Message { name, room, text, .. } => format!("#{room} <{name}> {text}"),
+///         other => format!("{other:?}"),
+///     }
+/// }
+/// let event = Event::Renamed { old: "guest1".into(), new: "alice".into() };
+/// assert!(describe(&event).starts_with("Renamed"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -69,7 +86,16 @@ pub enum Event {
     },
 }
 
-/// Why a client left.
+/// Why a client left. Its `Display` is what the client's room is told.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::LeaveReason;
+///
+/// assert_eq!(LeaveReason::Quit(Some("dinner".into())).to_string(), "quit: dinner");
+/// assert_eq!(LeaveReason::TooSlow.to_string(), "too slow");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LeaveReason {
@@ -110,7 +136,13 @@ impl fmt::Display for LeaveReason {
     }
 }
 
-/// Why a connection was turned away.
+/// Why a connection was turned away. Its `Display` is the line the client is sent.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(smolchat::Refusal::ServerFull.to_string(), "server full, try again later");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
@@ -133,6 +165,15 @@ impl fmt::Display for Refusal {
 }
 
 /// A snapshot of the server's counters, from [`Handle::stats`](crate::Handle::stats).
+///
+/// # Examples
+///
+/// ```
+/// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+/// let stats = server.handle().stats();
+/// assert_eq!((stats.clients, stats.lines_relayed, stats.dropped_slow), (0, 0, 0));
+/// # std::io::Result::Ok(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -7,6 +7,17 @@
 //! telnet client.
 
 /// What the framer found next in the input.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::{Frame, Framer};
+///
+/// let mut framer = Framer::new(4);
+/// framer.push(b"hello\nhi\n");
+/// assert_eq!(framer.next_frame(), Some(Frame::TooLong));
+/// assert_eq!(framer.next_frame(), Some(Frame::Line(b"hi")));
+/// ```
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
     /// A complete line, without its `\n` or `\r\n` ending.
@@ -70,6 +81,13 @@ const DONT: u8 = 254;
 
 impl Framer {
     /// Creates a framer that accepts lines of up to `max_line` bytes (without the ending).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let framer = smolchat::Framer::new(2048);
+    /// assert!(!framer.has_partial_line());
+    /// ```
     pub fn new(max_line: usize) -> Framer {
         Framer {
             buf: Vec::new(),
@@ -83,6 +101,18 @@ impl Framer {
 
     /// Appends received bytes. Call [`next_frame`](Self::next_frame) until it returns `None`
     /// before pushing more, or the buffer grows by what is pushed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use smolchat::{Frame, Framer};
+    ///
+    /// let mut framer = Framer::new(64);
+    /// framer.push(b"split ");
+    /// assert_eq!(framer.next_frame(), None);
+    /// framer.push(b"line\r\n");
+    /// assert_eq!(framer.next_frame(), Some(Frame::Line(b"split line")));
+    /// ```
     pub fn push(&mut self, bytes: &[u8]) {
         if self.start > 0 {
             self.buf.drain(..self.start);
@@ -117,6 +147,20 @@ impl Framer {
     }
 
     /// Returns the next complete line or overflow notice, or `None` when more input is needed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use smolchat::{Frame, Framer};
+    ///
+    /// let mut framer = Framer::new(64);
+    /// framer.push(b"one\ntwo\n");
+    /// let mut lines = Vec::new();
+    /// while let Some(Frame::Line(line)) = framer.next_frame() {
+    ///     lines.push(line.to_vec());
+    /// }
+    /// assert_eq!(lines, [b"one".to_vec(), b"two".to_vec()]);
+    /// ```
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         loop {
             let Some(offset) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
@@ -160,11 +204,29 @@ impl Framer {
     }
 
     /// Whether a line has begun but not ended (used to time out clients that never finish one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut framer = smolchat::Framer::new(64);
+    /// framer.push(b"half a li");
+    /// assert_eq!(framer.next_frame(), None);
+    /// assert!(framer.has_partial_line());
+    /// ```
     pub fn has_partial_line(&self) -> bool {
         self.buf.len() > self.start || self.discarding || self.telnet != Telnet::Data
     }
 
-    /// Bytes currently buffered, for tests of the memory bound.
+    /// Bytes of memory the framer holds now (its buffer's capacity), for checking the bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut framer = smolchat::Framer::new(8);
+    /// framer.push(&[b'x'; 10_000]);
+    /// while framer.next_frame().is_some() {}
+    /// assert_eq!(framer.buffered(), 0); // an overlong line is dropped, not kept
+    /// ```
     pub fn buffered(&self) -> usize {
         self.buf.capacity()
     }

@@ -37,6 +37,16 @@ pub struct Handle {
 }
 
 /// A connected user, from [`Handle::users`].
+///
+/// # Examples
+///
+/// ```
+/// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+/// for user in server.handle().users() {
+///     println!("{} in #{} from {}", user.name, user.room, user.addr);
+/// }
+/// # std::io::Result::Ok(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct User {
@@ -49,6 +59,15 @@ pub struct User {
 }
 
 /// A room, from [`Handle::rooms`].
+///
+/// # Examples
+///
+/// ```
+/// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+/// let lobby = &server.handle().rooms()[0];
+/// assert_eq!((lobby.name.as_str(), lobby.members), ("lobby", 0));
+/// # std::io::Result::Ok(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RoomInfo {
@@ -59,6 +78,18 @@ pub struct RoomInfo {
 }
 
 /// A [`Handle`] call named a user or room that does not exist.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::NotFound;
+///
+/// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+/// let error = server.handle().kick("zed", "spam").unwrap_err();
+/// assert_eq!(error, NotFound::User("zed".into()));
+/// assert_eq!(error.to_string(), "no user named zed");
+/// # std::io::Result::Ok(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotFound {
     /// No user has this name.
