@@ -2,13 +2,11 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Instant;
 
-use common::process::Binary;
-use common::TIMEOUT;
+use common::process::{lines_of, recv_until, Binary};
 
 /// An `nc` process whose stdout lines arrive on a channel.
 struct Nc {
@@ -25,30 +23,12 @@ impl Nc {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stdout.take().expect("piped stdout"));
         Ok(Nc { child, lines })
     }
 
     fn until(&self, pred: impl Fn(&str) -> bool) -> io::Result<String> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .map_err(|e| io::Error::new(io::ErrorKind::TimedOut, format!("nc: {e}")))?;
-            if pred(&line) {
-                return Ok(line);
-            }
-        }
+        recv_until(&self.lines, "nc", pred)
     }
 
     fn type_line(&mut self, line: &str) -> io::Result<()> {

@@ -1,6 +1,6 @@
 //! Runs the real `smolchat` binary and reads its stderr with timeouts.
 
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -27,18 +27,10 @@ impl Binary {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stderr = lines_of(child.stderr.take().expect("piped stderr"));
         let mut binary = Binary {
             child,
-            stderr: rx,
+            stderr,
             addr: "0.0.0.0:0".parse().expect("an address"),
         };
         let line = binary.stderr_until(|l| l.contains(" listening on "))?;
@@ -54,17 +46,7 @@ impl Binary {
 
     /// Reads stderr lines until one satisfies `pred`.
     pub fn stderr_until(&mut self, pred: impl Fn(&str) -> bool) -> io::Result<String> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .stderr
-                .recv_timeout(left)
-                .map_err(|e| io::Error::new(io::ErrorKind::TimedOut, format!("stderr: {e}")))?;
-            if pred(&line) {
-                return Ok(line);
-            }
-        }
+        recv_until(&self.stderr, "stderr", pred)
     }
 
     /// Sends a signal (by name, e.g. "TERM") to the process.
@@ -87,6 +69,37 @@ impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Reads `reader` line by line on a thread; the lines arrive on the returned channel.
+pub fn lines_of(reader: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Receives lines until one satisfies `pred`, failing after [`TIMEOUT`].
+pub fn recv_until(
+    lines: &Receiver<String>,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> io::Result<String> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .map_err(|e| io::Error::new(io::ErrorKind::TimedOut, format!("{what}: {e}")))?;
+        if pred(&line) {
+            return Ok(line);
+        }
     }
 }
 
