@@ -1,6 +1,7 @@
 //! The `smolchat` binary: parses flags, runs the library's server, logs to stderr.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +99,11 @@ fn value<T: std::str::FromStr>(
     })
 }
 
+/// A limit of zero would refuse everything, so limits must be positive.
+fn positive(parser: &mut lexopt::Parser, flag: &str) -> Result<usize, UsageError> {
+    value::<NonZeroUsize>(parser, flag, "a positive number").map(NonZeroUsize::get)
+}
+
 fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, UsageError> {
     let secs: f64 = value(parser, flag, "a number of seconds")?;
     Duration::try_from_secs_f64(secs).map_err(|_| {
@@ -129,23 +135,17 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
             Long("port") => {
                 options.port = Some(value(&mut parser, "--port", "a port number (0-65535)")?)
             }
-            Long("threads") => {
-                options.threads = value(&mut parser, "--threads", "a positive number")?;
-                if options.threads == 0 {
-                    return Err(UsageError(
-                        "invalid value '0' for '--threads': expected a positive number".into(),
-                    ));
-                }
-            }
-            Long("max-line") => c.max_line = value(&mut parser, "--max-line", "a number of bytes")?,
-            Long("queue-lines") => c.queue_lines = value(&mut parser, "--queue-lines", "a number")?,
-            Long("queue-bytes") => {
-                c.queue_bytes = value(&mut parser, "--queue-bytes", "a number of bytes")?
-            }
-            Long("max-clients") => c.max_clients = value(&mut parser, "--max-clients", "a number")?,
-            Long("max-per-ip") => c.max_per_ip = value(&mut parser, "--max-per-ip", "a number")?,
+            Long("threads") => options.threads = positive(&mut parser, "--threads")?,
+            Long("max-line") => c.max_line = positive(&mut parser, "--max-line")?,
+            Long("queue-lines") => c.queue_lines = positive(&mut parser, "--queue-lines")?,
+            Long("queue-bytes") => c.queue_bytes = positive(&mut parser, "--queue-bytes")?,
+            Long("max-clients") => c.max_clients = positive(&mut parser, "--max-clients")?,
+            Long("max-per-ip") => c.max_per_ip = positive(&mut parser, "--max-per-ip")?,
             Long("limit-loopback") => c.limit_loopback = true,
-            Long("flood-burst") => c.flood_burst = value(&mut parser, "--flood-burst", "a number")?,
+            Long("flood-burst") => {
+                c.flood_burst =
+                    value::<NonZeroU32>(&mut parser, "--flood-burst", "a positive number")?.get()
+            }
             Long("flood-rate") => {
                 c.flood_rate = value(&mut parser, "--flood-rate", "lines per second")?;
                 if !(c.flood_rate.is_finite() && c.flood_rate >= 0.0) {
@@ -174,7 +174,10 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
                     .map_err(|e| UsageError(format!("cannot read --motd-file '{path}': {e}")))?;
                 c.motd = Some(motd);
             }
-            Long("backlog") => c.backlog = value(&mut parser, "--backlog", "a number")?,
+            Long("backlog") => {
+                c.backlog =
+                    value::<NonZeroU32>(&mut parser, "--backlog", "a positive number")?.get()
+            }
             Short('q') | Long("quiet") => options.quiet = true,
             Short('h') | Long("help") => {
                 print!("{}", usage());

@@ -28,6 +28,8 @@ fn bad_values_name_the_flag_and_exit_2() -> io::Result<()> {
         (&["--write-timeout", "soon"], "--write-timeout"),
         (&["--bind", "[::1"], "--bind"),
         (&["--threads", "0"], "--threads"),
+        (&["--queue-bytes", "0"], "--queue-bytes"),
+        (&["--max-clients", "-3"], "--max-clients"),
         (&["--port"], "--port"),
         (&["--motd-file", "/nonexistent/motd.txt"], "--motd-file"),
     ] {
