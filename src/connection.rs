@@ -108,7 +108,9 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
                     .flood_delayed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Not reading meanwhile is the point: TCP makes the flooder wait, nothing is lost.
-                Timer::after(delay).await;
+                // Boxed, like the other timed waits: allocated only when needed instead of
+                // making every idle connection's task bigger.
+                Box::pin(Timer::after(delay)).await;
             }
             if let Some(ending) = handle_line(hub, session, line) {
                 return ending;
@@ -129,7 +131,7 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
                 if framer.has_partial_line() {
                     let deadline = *partial_since.get_or_insert_with(Instant::now)
                         + config.partial_line_timeout;
-                    match stream.readable().or(timeout_at(deadline)).await {
+                    match Box::pin(stream.readable().or(timeout_at(deadline))).await {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                             let farewell =
@@ -294,11 +296,8 @@ async fn write_all(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let wait_until = Instant::now() + timeout;
                 let wait_until = deadline.map_or(wait_until, |d| d.min(wait_until));
-                stream
-                    .writable()
-                    .or(timeout_at(wait_until))
-                    .await
-                    .map_err(io_reason)?;
+                let writable = Box::pin(stream.writable().or(timeout_at(wait_until)));
+                writable.await.map_err(io_reason)?;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_reason(e)),
