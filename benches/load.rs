@@ -58,6 +58,8 @@ struct Options {
     senders: Option<usize>,
     messages: Option<usize>,
     runs: usize,
+    /// Whether `--runs` was given (the idle scenario runs once unless asked).
+    runs_given: bool,
     threads: usize,
     gen_threads: usize,
     /// Whether the server sets TCP_NODELAY (`--no-nodelay` measures the lever).
@@ -74,6 +76,7 @@ impl Options {
             senders: None,
             messages: None,
             runs: 5,
+            runs_given: false,
             threads: cores,
             gen_threads: cores,
             nodelay: true,
@@ -89,7 +92,10 @@ impl Options {
                 "--clients" => o.clients = Some(number("--clients")),
                 "--senders" => o.senders = Some(number("--senders")),
                 "--messages" => o.messages = Some(number("--messages")),
-                "--runs" => o.runs = number("--runs").max(1),
+                "--runs" => {
+                    o.runs = number("--runs").max(1);
+                    o.runs_given = true;
+                }
                 "--threads" => o.threads = number("--threads").max(1),
                 "--gen-threads" => o.gen_threads = number("--gen-threads").max(1),
                 "--no-nodelay" => o.nodelay = false,
@@ -170,7 +176,8 @@ impl Bench {
                 }
                 "idle" => {
                     let n = o.clients.unwrap_or(10_000);
-                    self.repeat_n("idle", 1, |_| self.idle(n)).await;
+                    let runs = if o.runs_given { o.runs } else { 1 };
+                    self.repeat_n("idle", runs, |_| self.idle(n)).await;
                 }
                 "slow" => {
                     let (n, s, m) = (
