@@ -157,6 +157,11 @@ impl Bench {
                         self.fanout(Target::Naive, n, s, m, false)
                     })
                     .await;
+                    let every = Duration::from_millis(10);
+                    self.repeat_n("naive", o.runs.min(3), |_| {
+                        self.latency(Target::Naive, 200, every, Duration::from_secs(2))
+                    })
+                    .await;
                 }
                 "ceiling" => {
                     let (n, s, m) = (
@@ -170,7 +175,7 @@ impl Bench {
                 "latency" => {
                     let n = o.clients.unwrap_or(200);
                     self.repeat("latency", |_| {
-                        self.latency(n, Duration::from_millis(10), Duration::from_secs(2))
+                        self.latency(Target::Chat, n, Duration::from_millis(10), Duration::from_secs(2))
                     })
                     .await;
                 }
@@ -347,8 +352,8 @@ impl Bench {
     }
 
     /// N clients; one sends a timestamped message every `every`; everyone measures its delay.
-    async fn latency(&self, n: usize, every: Duration, duration: Duration) -> Report {
-        let server = self.server(Target::Chat, 1, 0);
+    async fn latency(&self, target: Target, n: usize, every: Duration, duration: Duration) -> Report {
+        let server = self.server(target, 1, 0);
         let base = Instant::now();
         let count = (duration.as_micros() / every.as_micros()) as usize;
         let receivers = self
@@ -360,8 +365,7 @@ impl Bench {
                 }
             })
             .await;
-        self.everyone_ready(Target::Chat, server.addr, &receivers)
-            .await;
+        self.everyone_ready(target, server.addr, &receivers).await;
         let cpu_before = server.cpu();
         let sender = receivers[0].stream.clone();
         self.ex
@@ -392,9 +396,9 @@ impl Bench {
                 .copied()
                 .unwrap_or(0)
         };
-        let mut report = Report::new("latency");
+        let mut report = Report::new(if target == Target::Naive { "naive" } else { "latency" });
         report.workload = format!(
-            "{n} clients, 1 message every {} ms for {} s",
+            "latency: {n} clients, 1 message every {} ms for {} s",
             every.as_millis(),
             duration.as_secs()
         );
