@@ -175,7 +175,12 @@ impl Bench {
                 "latency" => {
                     let n = o.clients.unwrap_or(200);
                     self.repeat("latency", |_| {
-                        self.latency(Target::Chat, n, Duration::from_millis(10), Duration::from_secs(2))
+                        self.latency(
+                            Target::Chat,
+                            n,
+                            Duration::from_millis(10),
+                            Duration::from_secs(2),
+                        )
                     })
                     .await;
                 }
@@ -352,7 +357,13 @@ impl Bench {
     }
 
     /// N clients; one sends a timestamped message every `every`; everyone measures its delay.
-    async fn latency(&self, target: Target, n: usize, every: Duration, duration: Duration) -> Report {
+    async fn latency(
+        &self,
+        target: Target,
+        n: usize,
+        every: Duration,
+        duration: Duration,
+    ) -> Report {
         let server = self.server(target, 1, 0);
         let base = Instant::now();
         let count = (duration.as_micros() / every.as_micros()) as usize;
@@ -396,7 +407,11 @@ impl Bench {
                 .copied()
                 .unwrap_or(0)
         };
-        let mut report = Report::new(if target == Target::Naive { "naive" } else { "latency" });
+        let mut report = Report::new(if target == Target::Naive {
+            "naive"
+        } else {
+            "latency"
+        });
         report.workload = format!(
             "latency: {n} clients, 1 message every {} ms for {} s",
             every.as_millis(),
