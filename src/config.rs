@@ -38,8 +38,8 @@ pub struct Config {
     /// Most clients connected at once (default 10,000). Beyond it a client is told the server
     /// is full and closed; this bounds total memory to about `max_clients × queue_bytes`.
     pub max_clients: usize,
-    /// Most clients connected at once from one IP address (default 16). Stops one host from
-    /// taking every slot.
+    /// Most clients connected at once from one IP address (default 16), counting IPv6 clients
+    /// by their /64 prefix. Stops one host from taking every slot.
     pub max_per_ip: usize,
     /// Whether `max_per_ip` also applies to loopback clients (default `false`): local bridges
     /// and load tests legitimately open many connections from 127.0.0.1 or ::1.

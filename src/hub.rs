@@ -151,8 +151,9 @@ impl Hub {
     pub(crate) fn admit(&self, addr: SocketAddr) -> Result<(), Refusal> {
         let config = &self.config;
         let ip = addr.ip().to_canonical();
+        let key = address_group(ip);
         let mut st = self.state();
-        let per_ip = st.per_ip.get(&ip).copied().unwrap_or(0);
+        let per_ip = st.per_ip.get(&key).copied().unwrap_or(0);
         let refusal = if st.closing {
             Some(Refusal::ShuttingDown)
         } else if st.connections >= config.max_clients {
@@ -168,19 +169,19 @@ impl Hub {
             return Err(reason);
         }
         st.connections += 1;
-        st.per_ip.insert(ip, per_ip + 1);
+        st.per_ip.insert(key, per_ip + 1);
         Ok(())
     }
 
     /// Forgets a connection counted by [`admit`](Self::admit).
     pub(crate) fn release(&self, addr: SocketAddr) {
-        let ip = addr.ip().to_canonical();
+        let key = address_group(addr.ip().to_canonical());
         let mut st = self.state();
         st.connections -= 1;
-        if let Some(count) = st.per_ip.get_mut(&ip) {
+        if let Some(count) = st.per_ip.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
-                st.per_ip.remove(&ip);
+                st.per_ip.remove(&key);
             }
         }
     }
@@ -535,6 +536,15 @@ impl Hub {
     }
 }
 
+/// What the per-address limit counts by: the IPv4 address, or the IPv6 /64 prefix, since one
+/// IPv6 host is usually given a whole /64 and could otherwise take every slot by itself.
+fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+    }
+}
+
 /// Joins up to [`MAX_LISTED`] items with commas, saying how many more there are.
 fn listing<T: AsRef<str>>(items: &[T]) -> String {
     let mut out = String::new();
@@ -697,5 +707,23 @@ fn doom_reason(e: PushError) -> LeaveReason {
     match e {
         PushError::Full => LeaveReason::TooSlow,
         PushError::Closed => LeaveReason::Closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_address_limit_groups_ipv6_by_prefix() {
+        let group =
+            |ip: &str| address_group(ip.parse::<IpAddr>().expect("an address").to_canonical());
+        assert_eq!(group("2001:db8:1:2:aaaa::1"), group("2001:db8:1:2:ffff::9"));
+        assert_ne!(group("2001:db8:1:2::1"), group("2001:db8:1:3::1"));
+        assert_eq!(
+            group("192.0.2.7"),
+            "192.0.2.7".parse::<IpAddr>().expect("an address")
+        );
+        assert_eq!(group("::ffff:192.0.2.7"), group("192.0.2.7"));
     }
 }
