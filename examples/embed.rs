@@ -53,7 +53,7 @@ fn main() -> std::io::Result<()> {
     let ticker = handle.clone();
     ex.spawn(async move {
         loop {
-            Timer::after(Duration::from_secs(10)).await;
+            Timer::after(Duration::from_secs(5)).await;
             let stats = ticker.stats();
             ticker.announce(&format!(
                 "{} online, {} lines relayed so far",
