@@ -1,5 +1,5 @@
 //! A host application embedding smolchat: its own multi-threaded executor, a log of events, a
-//! notice every ten seconds, and a graceful shutdown on Ctrl-C.
+//! notice every five seconds, and a graceful shutdown on Ctrl-C.
 //!
 //! ```sh
 //! cargo run --example embed            # then: nc 127.0.0.1 8888
