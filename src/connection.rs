@@ -116,7 +116,7 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
                 return ending;
             }
             handled += 1;
-            if handled % LINES_PER_TURN == 0 {
+            if handled.is_multiple_of(LINES_PER_TURN) {
                 future::yield_now().await;
             }
         }
