@@ -90,6 +90,7 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
     let mut flood = Flood::new(config);
     let mut partial_since = None;
     let mut handled = 0_u32;
+    let mut read_more = false;
     loop {
         while let Some(frame) = framer.next_frame() {
             let Frame::Line(line) = frame else {
@@ -123,10 +124,14 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
         if !framer.has_partial_line() {
             partial_since = None;
         }
+        // Let the writers run between chunks, so a fast sender cannot starve them; after the
+        // chunk's lines went out, not before, so they leave without waiting for a turn.
+        if std::mem::take(&mut read_more) {
+            future::yield_now().await;
+        }
         match read_some(stream.get_ref(), &mut framer) {
             Ok(0) => return (LeaveReason::Closed, None),
-            // Let the writers run between chunks, so a fast sender cannot starve them.
-            Ok(_) => future::yield_now().await,
+            Ok(_) => read_more = true,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if framer.has_partial_line() {
                     let deadline = *partial_since.get_or_insert_with(Instant::now)
