@@ -27,6 +27,8 @@ use smol::{Async, Executor, Timer};
 
 #[path = "load/counting.rs"]
 mod counting;
+#[path = "load/latency.rs"]
+mod latency;
 use counting::{message, parse, Lines, Tally};
 
 /// How long one scenario run may take before it is reported with what it lost.
@@ -268,7 +270,7 @@ impl Bench {
         let server = self.server(target, s, m);
         let base = Instant::now();
         let receivers = self
-            .connect_and_join(server.addr, n, 64 * 1024, base, false, |i| match target {
+            .connect_and_join(server.addr, n, 64 * 1024, |i| match target {
                 Target::Chat if i < s => ((s - 1) * m) as u64,
                 // Blast sends everyone everything; the naive server echoes to the sender too.
                 _ => (s * m) as u64,
@@ -372,53 +374,25 @@ impl Bench {
         duration: Duration,
     ) -> Report {
         let server = self.server(target, 1, 0);
-        let base = Instant::now();
-        let count = (duration.as_micros() / every.as_micros()) as usize;
-        let receivers = self
-            .connect_and_join(server.addr, n, 16 * 1024, base, true, |i| {
-                if i == 0 {
-                    0
-                } else {
-                    count as u64
-                }
-            })
-            .await;
-        self.everyone_ready(target, server.addr, &receivers).await;
         let cpu_before = server.cpu();
-        let sender = receivers[0].stream.clone();
-        self.ex
-            .spawn(async move {
-                let start = Instant::now();
-                for seq in 0..count {
-                    Timer::at(start + every * seq as u32).await;
-                    let line = message(0, seq, base);
-                    if (&*sender).write_all(&line).await.is_err() {
-                        break;
-                    }
-                }
-            })
-            .detach();
-        let (tallies, _connections) = collect(receivers).await;
+        let addr = server.addr;
+        let delays = smol::unblock(move || latency::measure(addr, n, every, duration)).await;
         let cpu = server
             .cpu()
             .zip(cpu_before)
             .map(|(a, b)| a.saturating_sub(b));
-        let mut samples: Vec<u32> = tallies
-            .iter()
-            .flat_map(|t| t.latencies_us.iter().copied())
-            .collect();
+        let mut samples = delays.samples;
         samples.sort_unstable();
         let pick = |q: f64| {
-            samples
-                .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0)
+            let at = ((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1));
+            samples.get(at).copied().unwrap_or(0)
         };
-        let mut report = Report::new(if target == Target::Naive {
+        let name = if target == Target::Naive {
             "naive"
         } else {
             "latency"
-        });
+        };
+        let mut report = Report::new(name);
         report.workload = format!(
             "latency: {n} clients, 1 message every {} ms for {} s",
             every.as_millis(),
@@ -428,16 +402,14 @@ impl Bench {
         report.put("p99_us", f64::from(pick(0.99)));
         report.put("max_us", f64::from(samples.last().copied().unwrap_or(0)));
         report.put("samples", samples.len() as f64);
+        report.put("lost", delays.expected.saturating_sub(samples.len()) as f64);
         if let Some(cpu) = cpu {
+            // Includes connecting and joining the clients: an upper bound.
             report.put(
                 "server_cpu_us_per_delivery",
                 cpu.as_secs_f64() * 1e6 / samples.len().max(1) as f64,
             );
         }
-        report.put(
-            "lost",
-            (count as u64 * (n as u64 - 1)).saturating_sub(samples.len() as u64) as f64,
-        );
         report
     }
 
@@ -446,10 +418,7 @@ impl Bench {
         let server = self.server(Target::Chat, 1, 0);
         let base = Instant::now();
         // Warm the server up, so the baseline includes its steady allocations.
-        drop(
-            self.connect_and_join(server.addr, 100, 1024, base, false, |_| 0)
-                .await,
-        );
+        drop(self.connect_and_join(server.addr, 100, 1024, |_| 0).await);
         Timer::after(Duration::from_millis(300)).await;
         let rss_before = server.rss_kib();
         let mut report = Report::new("idle");
@@ -458,16 +427,13 @@ impl Bench {
         let burst = n.min(5000);
         let started = Instant::now();
         let mut receivers = self
-            .connect_and_join(server.addr, burst, 1024, base, false, |i| u64::from(i != 0))
+            .connect_and_join(server.addr, burst, 1024, |i| u64::from(i != 0))
             .await;
         report.put("burst_connects", burst as f64);
         report.put("burst_connect_seconds", started.elapsed().as_secs_f64());
         while receivers.len() < n {
             let more = (n - receivers.len()).min(5000);
-            receivers.extend(
-                self.connect_and_join(server.addr, more, 1024, base, false, |_| 1)
-                    .await,
-            );
+            receivers.extend(self.connect_and_join(server.addr, more, 1024, |_| 1).await);
         }
         Timer::after(Duration::from_millis(300)).await;
         let rss_after = server.rss_kib();
@@ -511,8 +477,6 @@ impl Bench {
         addr: SocketAddr,
         n: usize,
         buffer: usize,
-        base: Instant,
-        latency: bool,
         expected: impl Fn(usize) -> u64,
     ) -> Vec<Receiver> {
         let (joined_tx, joined) = async_channel::unbounded();
@@ -531,8 +495,6 @@ impl Bench {
                 stream: stream.clone(),
                 expected: expected(i),
                 buffer,
-                base,
-                latency,
                 joined: joined_tx.clone(),
                 ready: ready_tx,
             };
@@ -715,9 +677,6 @@ struct Reader {
     stream: Arc<Async<TcpStream>>,
     expected: u64,
     buffer: usize,
-    base: Instant,
-    /// Whether to record each message's delay.
-    latency: bool,
     joined: async_channel::Sender<()>,
     ready: async_channel::Sender<()>,
 }
@@ -753,15 +712,9 @@ impl Reader {
                 Err(_) => break,
             };
             drained = n < buf.len();
-            let now_ns = self.base.elapsed().as_nanos() as u64;
             lines.feed(&buf[..n], |line| {
-                if let Some((sender, seq, sent_ns)) = parse(line) {
+                if let Some((sender, seq, _)) = parse(line) {
                     tally.count(sender, seq);
-                    if self.latency {
-                        tally
-                            .latencies_us
-                            .push((now_ns.saturating_sub(sent_ns) / 1000) as u32);
-                    }
                 } else if !joined && line.starts_with(b"*** you are ") {
                     joined = true;
                     let _ = self.joined.try_send(());

@@ -71,7 +71,6 @@ pub struct Tally {
     /// A hash of the order of all messages across senders; equal for equal orders.
     pub order_hash: u64,
     pub done_at: Option<Instant>,
-    pub latencies_us: Vec<u32>,
     next_seq: Vec<u32>,
 }
 
@@ -83,7 +82,6 @@ impl Tally {
             out_of_order: 0,
             order_hash: 0xcbf2_9ce4_8422_2325,
             done_at: None,
-            latencies_us: Vec::new(),
             next_seq: Vec::new(),
         }
     }
