@@ -161,7 +161,7 @@ impl Bench {
                     .await;
                     let every = Duration::from_millis(10);
                     self.repeat_n("naive", o.runs.min(3), |_| {
-                        self.latency(Target::Naive, 200, every, Duration::from_secs(2))
+                        self.latency(Target::Naive, 200, every, Duration::from_millis(1500))
                     })
                     .await;
                 }
@@ -178,8 +178,10 @@ impl Bench {
                         o.senders.unwrap_or(10),
                         o.messages.unwrap_or(1000),
                     );
-                    self.repeat("ceiling", |_| self.fanout(Target::Blast, n, s, m, false))
-                        .await;
+                    self.repeat_n("ceiling", o.runs.min(3), |_| {
+                        self.fanout(Target::Blast, n, s, m, false)
+                    })
+                    .await;
                 }
                 "latency" => {
                     let n = o.clients.unwrap_or(200);
@@ -188,7 +190,7 @@ impl Bench {
                             Target::Chat,
                             n,
                             Duration::from_millis(10),
-                            Duration::from_secs(2),
+                            Duration::from_millis(1500),
                         )
                     })
                     .await;
@@ -396,7 +398,7 @@ impl Bench {
         report.workload = format!(
             "latency: {n} clients, 1 message every {} ms for {} s",
             every.as_millis(),
-            duration.as_secs()
+            duration.as_secs_f64()
         );
         report.put("p50_us", f64::from(pick(0.50)));
         report.put("p99_us", f64::from(pick(0.99)));
