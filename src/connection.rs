@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ type Ending = (LeaveReason, Option<Arc<str>>);
 
 /// Serves one admitted client until it leaves, is removed, or its socket fails.
 pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr) {
-    let (outbox, inbox) = outbox();
+    let (outbox, inbox) = outbox(hub.config.queue_lines, hub.config.queue_bytes);
     let mut session = match hub.join(addr, outbox) {
         Ok(session) => session,
         Err(refusal) => return refuse(stream.get_ref(), &refusal.to_string()),
@@ -94,9 +95,7 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
     loop {
         while let Some(frame) = framer.next_frame() {
             let Frame::Line(line) = frame else {
-                hub.counters
-                    .too_long
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                hub.counters.too_long.fetch_add(1, Ordering::Relaxed);
                 let reply = error(format_args!(
                     "line too long (over {} bytes); it was not sent",
                     config.max_line
@@ -105,9 +104,7 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
                 continue;
             };
             if let Some(delay) = flood.delay() {
-                hub.counters
-                    .flood_delayed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                hub.counters.flood_delayed.fetch_add(1, Ordering::Relaxed);
                 // Not reading meanwhile is the point: TCP makes the flooder wait, nothing is lost.
                 // Boxed, like the other timed waits: allocated only when needed instead of
                 // making every idle connection's task bigger.
@@ -302,7 +299,10 @@ async fn write_all(
                 let wait_until = Instant::now() + timeout;
                 let wait_until = deadline.map_or(wait_until, |d| d.min(wait_until));
                 let writable = Box::pin(stream.writable().or(timeout_at(wait_until)));
-                writable.await.map_err(io_reason)?;
+                writable.await.map_err(|e| match e.kind() {
+                    io::ErrorKind::TimedOut => LeaveReason::WriteTimeout,
+                    _ => io_reason(e),
+                })?;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_reason(e)),
@@ -326,11 +326,10 @@ async fn timeout_at(deadline: Instant) -> io::Result<()> {
     Err(io::ErrorKind::TimedOut.into())
 }
 
+/// A socket error, as the client's room is told. (A failed keepalive probe is `TimedOut` too,
+/// so only the writer, which knows it was waiting, calls a timeout a write timeout.)
 fn io_reason(e: io::Error) -> LeaveReason {
-    match e.kind() {
-        io::ErrorKind::TimedOut => LeaveReason::WriteTimeout,
-        kind => LeaveReason::Error(kind.to_string()),
-    }
+    LeaveReason::Error(e.kind().to_string())
 }
 
 /// Flood control: a token bucket of `flood_burst` lines refilled at `flood_rate` per second.

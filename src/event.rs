@@ -136,6 +136,16 @@ impl fmt::Display for LeaveReason {
     }
 }
 
+impl From<crate::outbox::PushError> for LeaveReason {
+    /// Why a client whose queue refused a line must go.
+    fn from(e: crate::outbox::PushError) -> LeaveReason {
+        match e {
+            crate::outbox::PushError::Full => LeaveReason::TooSlow,
+            crate::outbox::PushError::Closed => LeaveReason::Closed,
+        }
+    }
+}
+
 /// Why a connection was turned away. Its `Display` is the line the client is sent.
 ///
 /// # Examples

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_channel::Receiver;
 
 use crate::event::{Event, Stats};
-use crate::hub::Hub;
+use crate::hub::{Audience, Hub};
 
 /// Controls and observes a [`Server`](crate::Server) from any task or thread.
 ///
@@ -161,7 +161,7 @@ impl Handle {
     /// # std::io::Result::Ok(())
     /// ```
     pub fn announce(&self, text: &str) {
-        let _ = self.hub.announce(None, None, text);
+        let _ = self.hub.notice(Audience::Everyone, text);
     }
 
     /// Sends the users of one room a server notice.
@@ -179,7 +179,7 @@ impl Handle {
     /// # std::io::Result::Ok(())
     /// ```
     pub fn announce_room(&self, room: &str, text: &str) -> Result<(), NotFound> {
-        self.hub.announce(Some(room), None, text)
+        self.hub.notice(Audience::Room(room), text)
     }
 
     /// Sends one user a server notice.
@@ -196,7 +196,7 @@ impl Handle {
     /// # std::io::Result::Ok(())
     /// ```
     pub fn tell(&self, user: &str, text: &str) -> Result<(), NotFound> {
-        self.hub.announce(None, Some(user), text)
+        self.hub.notice(Audience::User(user), text)
     }
 
     /// Disconnects a user, who is told the reason; its room sees it leave.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_channel::{Receiver, Sender};
 
 use crate::event::{Event, LeaveReason, Refusal, Stats};
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::Outbox;
 use crate::protocol::{self, check_name, error, notice, relay, NameError};
 use crate::sanitize::sanitize_into;
 use crate::Config;
@@ -24,6 +24,14 @@ pub(crate) type Id = u64;
 
 /// The room every client starts in; it exists even when empty.
 pub(crate) const LOBBY: &str = "lobby";
+
+/// Who a host's notice goes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Audience<'a> {
+    Everyone,
+    Room(&'a str),
+    User(&'a str),
+}
 
 /// Longest `/who` or `/rooms` listing, so a reply stays far below any queue bound.
 const MAX_LISTED: usize = 100;
@@ -42,7 +50,6 @@ pub(crate) struct Hub {
 /// Counters updated outside the lock.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) accepted: AtomicU64,
     pub(crate) too_long: AtomicU64,
     pub(crate) flood_delayed: AtomicU64,
 }
@@ -72,10 +79,9 @@ struct State {
     closing: bool,
     /// Clients found over their queue bound or closed during a delivery; removed right after it.
     doomed: Vec<(Id, LeaveReason)>,
-    queue_lines: usize,
-    queue_bytes: usize,
     history: usize,
     announce_limit: usize,
+    accepted: u64,
     refused: u64,
     relayed: u64,
     dropped_slow: u64,
@@ -113,10 +119,9 @@ impl Hub {
             subscribers: Vec::new(),
             closing: false,
             doomed: Vec::new(),
-            queue_lines: config.queue_lines,
-            queue_bytes: config.queue_bytes,
             history: config.history,
             announce_limit: config.announce_limit,
+            accepted: 0,
             refused: 0,
             relayed: 0,
             dropped_slow: 0,
@@ -168,6 +173,7 @@ impl Hub {
             st.emit(|| Event::Refused { addr, reason });
             return Err(reason);
         }
+        st.accepted += 1;
         st.connections += 1;
         st.per_ip.insert(key, per_ip + 1);
         Ok(())
@@ -222,7 +228,7 @@ impl Hub {
                 outbox,
             },
         );
-        st.announce(
+        st.announce_presence(
             &room,
             || notice(format_args!("{name} joined #{room}")),
             Some(id),
@@ -332,7 +338,7 @@ impl Hub {
             return Ok(());
         };
         let (old, name) = (session.room.clone(), session.name.clone());
-        st.announce(
+        st.announce_presence(
             &old,
             || notice(format_args!("{name} left #{old} for #{key}")),
             None,
@@ -345,7 +351,7 @@ impl Hub {
         if let Some(client) = st.clients.get_mut(&session.id) {
             client.room = new.clone();
         }
-        st.announce(
+        st.announce_presence(
             &new,
             || notice(format_args!("{name} joined #{new}")),
             Some(session.id),
@@ -420,13 +426,22 @@ impl Hub {
     pub(crate) fn close_all(&self) {
         let mut st = self.state();
         st.closing = true;
-        let ids: Vec<Id> = st.clients.keys().copied().collect();
-        for id in ids {
-            st.remove(
-                id,
-                LeaveReason::Shutdown,
-                Some(notice("server is shutting down")),
-            );
+        // Everyone goes at once: no room is left to tell, so clear the tables wholesale instead
+        // of taking clients out of their rooms one by one (quadratic in a crowded room).
+        let farewell = notice("server is shutting down");
+        let clients: Vec<Client> = st.clients.drain().map(|(_, client)| client).collect();
+        st.names.clear();
+        st.rooms.retain(|key, _| **key == *LOBBY);
+        st.rooms
+            .values_mut()
+            .for_each(|lobby| lobby.members.clear());
+        for client in clients {
+            let _ = client.outbox.force(farewell.clone());
+            client.outbox.close();
+            st.emit(|| Event::Left {
+                name: client.name,
+                reason: LeaveReason::Shutdown,
+            });
         }
         st.subscribers.clear();
     }
@@ -456,38 +471,33 @@ impl Hub {
             .collect()
     }
 
-    /// Sends a notice to everyone (`room` `None`), to a room, or to one user (`user` `Some`).
-    pub(crate) fn announce(
-        &self,
-        room: Option<&str>,
-        user: Option<&str>,
-        text: &str,
-    ) -> Result<(), crate::NotFound> {
+    /// Sends a host's notice (`*** text`, sanitized) to its audience.
+    pub(crate) fn notice(&self, to: Audience<'_>, text: &str) -> Result<(), crate::NotFound> {
         let mut line = String::from("*** ");
         sanitize_into(&mut line, text);
         line.push('\n');
         let line: Arc<str> = line.into();
         let mut st = self.state();
-        match (room, user) {
-            (_, Some(user)) => {
+        match to {
+            Audience::Everyone => {
+                let ids: Vec<Id> = st.clients.keys().copied().collect();
+                for id in ids {
+                    st.send(id, &line);
+                }
+            }
+            Audience::Room(room) => {
+                let key = protocol::room_key(room)
+                    .ok()
+                    .filter(|key| st.rooms.contains_key(key.as_str()))
+                    .ok_or_else(|| crate::NotFound::Room(room.into()))?;
+                st.broadcast(&key, &line, None);
+            }
+            Audience::User(user) => {
                 let id = st
                     .find(user)
                     .ok_or_else(|| crate::NotFound::User(user.into()))?
                     .0;
                 st.send(id, &line);
-            }
-            (Some(room), None) => {
-                let key = room.strip_prefix('#').unwrap_or(room).to_ascii_lowercase();
-                if !st.rooms.contains_key(key.as_str()) {
-                    return Err(crate::NotFound::Room(room.into()));
-                }
-                st.broadcast(&key, &line, None);
-            }
-            (None, None) => {
-                let ids: Vec<Id> = st.clients.keys().copied().collect();
-                for id in ids {
-                    st.send(id, &line);
-                }
             }
         }
         st.settle();
@@ -525,7 +535,7 @@ impl Hub {
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
             clients: st.connections,
-            connections_accepted: count(&self.counters.accepted),
+            connections_accepted: st.accepted,
             connections_refused: st.refused,
             lines_relayed: st.relayed,
             dropped_slow: st.dropped_slow,
@@ -570,8 +580,8 @@ impl State {
     /// Queues a line for one client; a client over its bound is doomed.
     fn send(&mut self, id: Id, line: &Arc<str>) {
         if let Some(client) = self.clients.get(&id) {
-            if let Err(e) = client.outbox.push(line, self.queue_lines, self.queue_bytes) {
-                self.doomed.push((id, doom_reason(e)));
+            if let Err(e) = client.outbox.push(line) {
+                self.doomed.push((id, e.into()));
             }
         }
     }
@@ -583,15 +593,20 @@ impl State {
         };
         for (id, outbox) in &room.members {
             if Some(*id) != except {
-                if let Err(e) = outbox.push(line, self.queue_lines, self.queue_bytes) {
-                    self.doomed.push((*id, doom_reason(e)));
+                if let Err(e) = outbox.push(line) {
+                    self.doomed.push((*id, e.into()));
                 }
             }
         }
     }
 
     /// Broadcasts a join or leave notice, unless the room is too big for them to be useful.
-    fn announce(&mut self, room: &str, line: impl FnOnce() -> Arc<str>, except: Option<Id>) {
+    fn announce_presence(
+        &mut self,
+        room: &str,
+        line: impl FnOnce() -> Arc<str>,
+        except: Option<Id>,
+    ) {
         if self
             .rooms
             .get(room)
@@ -627,10 +642,10 @@ impl State {
         let queued = if outbox.is_empty() {
             outbox.force(greeting)
         } else {
-            outbox.push(&greeting, self.queue_lines, self.queue_bytes)
+            outbox.push(&greeting)
         };
         if let Err(e) = queued {
-            self.doomed.push((id, doom_reason(e)));
+            self.doomed.push((id, e.into()));
         }
         room.members.push((id, outbox));
     }
@@ -662,7 +677,7 @@ impl State {
         }
         if !self.closing {
             let name = &client.name;
-            self.announce(
+            self.announce_presence(
                 &client.room,
                 || notice(format_args!("{name} left ({reason})")),
                 None,
@@ -700,13 +715,6 @@ impl State {
                 Err(async_channel::TrySendError::Closed(_)) => false,
             });
         self.events_dropped += dropped;
-    }
-}
-
-fn doom_reason(e: PushError) -> LeaveReason {
-    match e {
-        PushError::Full => LeaveReason::TooSlow,
-        PushError::Closed => LeaveReason::Closed,
     }
 }
 

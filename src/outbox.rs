@@ -14,15 +14,23 @@ use async_channel::{Receiver, Sender};
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
     tx: Sender<Arc<str>>,
-    /// Bytes pushed and not yet written; the writer subtracts after each write.
-    queued: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
 }
 
 /// The receiving side, owned by the client's writer.
 #[derive(Debug)]
 pub(crate) struct Inbox {
     pub(crate) rx: Receiver<Arc<str>>,
-    queued: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
+}
+
+/// What one queue may hold, and what it holds now.
+#[derive(Debug)]
+struct Budget {
+    /// Bytes pushed and not yet written; the writer subtracts after each write.
+    queued: AtomicUsize,
+    max_lines: usize,
+    max_bytes: usize,
 }
 
 /// Why a push failed.
@@ -34,31 +42,32 @@ pub(crate) enum PushError {
     Closed,
 }
 
-pub(crate) fn outbox() -> (Outbox, Inbox) {
+/// A queue holding at most `max_lines` lines and `max_bytes` bytes (see [`cost`]).
+pub(crate) fn outbox(max_lines: usize, max_bytes: usize) -> (Outbox, Inbox) {
     let (tx, rx) = async_channel::unbounded();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let budget = Arc::new(Budget {
+        queued: AtomicUsize::new(0),
+        max_lines,
+        max_bytes,
+    });
     (
         Outbox {
             tx,
-            queued: queued.clone(),
+            budget: budget.clone(),
         },
-        Inbox { rx, queued },
+        Inbox { rx, budget },
     )
 }
 
 impl Outbox {
-    /// Queues a line unless that would exceed `max_lines` or `max_bytes`.
-    pub(crate) fn push(
-        &self,
-        line: &Arc<str>,
-        max_lines: usize,
-        max_bytes: usize,
-    ) -> Result<(), PushError> {
+    /// Queues a line unless that would exceed the queue's bound.
+    pub(crate) fn push(&self, line: &Arc<str>) -> Result<(), PushError> {
         if self.tx.is_closed() {
             return Err(PushError::Closed);
         }
-        if self.tx.len() >= max_lines
-            || self.queued.load(Ordering::Relaxed) + cost(line) > max_bytes
+        let budget = &self.budget;
+        if self.tx.len() >= budget.max_lines
+            || budget.queued.load(Ordering::Relaxed) + cost(line) > budget.max_bytes
         {
             return Err(PushError::Full);
         }
@@ -69,16 +78,16 @@ impl Outbox {
     pub(crate) fn force(&self, line: Arc<str>) -> Result<(), PushError> {
         let len = cost(&line);
         // Count first: the writer may take the line and subtract before this returns.
-        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.budget.queued.fetch_add(len, Ordering::Relaxed);
         self.tx.try_send(line).map_err(|_| {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.budget.queued.fetch_sub(len, Ordering::Relaxed);
             PushError::Closed
         })
     }
 
     /// Whether nothing is waiting to be written (the writer may still be writing its batch).
     pub(crate) fn is_empty(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) == 0
+        self.budget.queued.load(Ordering::Relaxed) == 0
     }
 
     /// Lets the writer finish what is queued, then stop.
@@ -90,7 +99,8 @@ impl Outbox {
 impl Inbox {
     /// Records that these queued lines were written.
     pub(crate) fn written(&self, lines: &[Arc<str>]) {
-        self.queued
+        self.budget
+            .queued
             .fetch_sub(lines.iter().map(cost).sum(), Ordering::Relaxed);
     }
 }
@@ -103,4 +113,4 @@ fn cost(line: &Arc<str>) -> usize {
 }
 
 /// Bytes of bookkeeping per queued line (see [`cost`]).
-pub(crate) const LINE_OVERHEAD: usize = 48;
+const LINE_OVERHEAD: usize = 48;

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::pin::{pin, Pin};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,7 +222,6 @@ async fn accept_loop(
             connection::refuse(stream.get_ref(), &refusal.to_string());
             continue;
         }
-        hub.counters.accepted.fetch_add(1, Ordering::Relaxed);
         net::configure(stream.get_ref(), &hub.config);
         let admission = Admission {
             hub: hub.clone(),
