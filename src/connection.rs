@@ -18,7 +18,7 @@ use crate::framing::{Frame, Framer};
 use crate::hub::{Hub, Id, Session};
 use crate::outbox::{outbox, Inbox};
 use crate::protocol::{self, error, notice, relay, Input};
-use crate::sanitize::sanitize_into;
+use crate::sanitize::sanitize;
 use crate::Config;
 
 /// Bytes read per system call. Read into a stack buffer, so an idle client holds none.
@@ -162,8 +162,7 @@ fn read_some(mut stream: &TcpStream, framer: &mut Framer) -> io::Result<usize> {
 /// Acts on one line; returns how the connection ends if the line ends it.
 fn handle_line(hub: &Hub, session: &mut Session, line: &[u8]) -> Option<Ending> {
     let raw = String::from_utf8_lossy(line);
-    let mut text = String::new();
-    sanitize_into(&mut text, &raw);
+    let text = sanitize(&raw);
     let result = match protocol::parse(&text) {
         Ok(Input::Empty) => Ok(()),
         Ok(Input::Say(text)) => say(hub, session, text, false),
@@ -228,16 +227,8 @@ fn filter<'t>(
     };
     match filter(&draft) {
         Verdict::Relay => Ok(Cow::Borrowed(text)),
-        Verdict::Rewrite(new) => {
-            let mut clean = String::new();
-            sanitize_into(&mut clean, &new);
-            Ok(Cow::Owned(clean))
-        }
-        Verdict::Reject(reason) => {
-            let mut clean = String::new();
-            sanitize_into(&mut clean, &reason);
-            Err(format!("message not sent: {clean}"))
-        }
+        Verdict::Rewrite(new) => Ok(Cow::Owned(sanitize(&new).into_owned())),
+        Verdict::Reject(reason) => Err(format!("message not sent: {}", sanitize(&reason))),
     }
 }
 

@@ -16,7 +16,7 @@ use async_channel::{Receiver, Sender};
 use crate::event::{Event, LeaveReason, Refusal, Stats};
 use crate::outbox::Outbox;
 use crate::protocol::{self, check_name, error, notice, relay, NameError};
-use crate::sanitize::sanitize_into;
+use crate::sanitize::{sanitize, sanitize_into};
 use crate::Config;
 
 /// Identifies one connection for its whole life, whatever its name.
@@ -505,8 +505,7 @@ impl Hub {
     }
 
     pub(crate) fn kick(&self, user: &str, reason: &str) -> Result<(), crate::NotFound> {
-        let mut clean = String::new();
-        sanitize_into(&mut clean, reason);
+        let clean = sanitize(reason).into_owned();
         let mut st = self.state();
         let id = st
             .find(user)

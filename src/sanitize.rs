@@ -1,5 +1,7 @@
 //! Sanitizing: what one user sends must never control another user's terminal.
 
+use std::borrow::Cow;
+
 /// Shown in place of every character that could control a terminal or reorder text.
 pub const REPLACEMENT: char = '\u{FFFD}';
 
@@ -19,7 +21,7 @@ pub const REPLACEMENT: char = '\u{FFFD}';
 /// assert_eq!(out, "hi\u{fffd}[2J there\u{fffd}");
 /// ```
 pub fn sanitize_into(out: &mut String, text: &str) {
-    if text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+    if is_clean(text) {
         out.push_str(text);
         return;
     }
@@ -28,6 +30,23 @@ pub fn sanitize_into(out: &mut String, text: &str) {
         c if is_unsafe(c) => REPLACEMENT,
         c => c,
     }));
+}
+
+/// `text` sanitized, borrowed when it needs no change (as almost every chat line does), so the
+/// per-message path copies it only into the line it relays.
+pub(crate) fn sanitize(text: &str) -> Cow<'_, str> {
+    if is_clean(text) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    sanitize_into(&mut out, text);
+    Cow::Owned(out)
+}
+
+/// Whether `text` needs no change: printable ASCII is checked byte by byte, the rest by character.
+fn is_clean(text: &str) -> bool {
+    text.bytes().all(|b| (b' '..=b'~').contains(&b))
+        || text.chars().all(|c| c != '\t' && !is_unsafe(c))
 }
 
 fn is_unsafe(c: char) -> bool {
@@ -45,6 +64,7 @@ mod tests {
     fn clean(text: &str) -> String {
         let mut out = String::new();
         sanitize_into(&mut out, text);
+        assert_eq!(sanitize(text), out, "both entry points agree");
         out
     }
 
