@@ -252,7 +252,26 @@ impl Handle {
     /// # std::io::Result::Ok(()) });
     /// ```
     pub fn subscribe(&self, capacity: usize) -> Receiver<Event> {
-        self.hub.subscribe(capacity)
+        self.hub.subscribe(capacity, true)
+    }
+
+    /// Subscribes to every [`Event`] but chat lines ([`Event::Message`], [`Event::Private`]):
+    /// joins, leaves, refusals, renames and room changes, queued up to `capacity`.
+    ///
+    /// For hosts that log or moderate who comes and goes: however busy the chat, its lines
+    /// never fill this queue, and no work is done for them when nobody subscribed to them.
+    /// Otherwise as [`subscribe`](Self::subscribe).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// let arrivals = server.handle().subscribe_presence(256);
+    /// assert!(arrivals.is_empty());
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn subscribe_presence(&self, capacity: usize) -> Receiver<Event> {
+        self.hub.subscribe(capacity, false)
     }
 
     /// Starts a graceful shutdown, as if the shutdown future given to

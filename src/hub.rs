@@ -75,7 +75,7 @@ struct State {
     per_ip: HashMap<IpAddr, usize>,
     next_id: Id,
     next_guest: u64,
-    subscribers: Vec<Sender<Event>>,
+    subscribers: Vec<Subscriber>,
     closing: bool,
     /// Clients found over their queue bound or closed during a delivery; removed right after it.
     doomed: Vec<(Id, LeaveReason)>,
@@ -86,6 +86,13 @@ struct State {
     relayed: u64,
     dropped_slow: u64,
     events_dropped: u64,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    tx: Sender<Event>,
+    /// Whether it wants chat lines ([`Event::Message`], [`Event::Private`]) too.
+    chat: bool,
 }
 
 #[derive(Debug)]
@@ -256,7 +263,7 @@ impl Hub {
             room.history.push_back(line);
         }
         st.relayed += 1;
-        st.emit(|| Event::Message {
+        st.emit_chat(|| Event::Message {
             name: session.name.clone(),
             room: session.room.clone(),
             text: text.into(),
@@ -275,7 +282,7 @@ impl Hub {
         st.send(target, &relay(&["[pm from ", &session.name, "] "], text));
         st.send(session.id, &relay(&["[pm to ", &target_name, "] "], text));
         st.relayed += 1;
-        st.emit(|| Event::Private {
+        st.emit_chat(|| Event::Private {
             from: session.name.clone(),
             to: target_name,
             text: text.into(),
@@ -520,11 +527,11 @@ impl Hub {
         Ok(())
     }
 
-    pub(crate) fn subscribe(&self, capacity: usize) -> Receiver<Event> {
+    pub(crate) fn subscribe(&self, capacity: usize, chat: bool) -> Receiver<Event> {
         let (tx, rx) = async_channel::bounded(capacity.max(1));
         let mut st = self.state();
         if !st.closing {
-            st.subscribers.push(tx);
+            st.subscribers.push(Subscriber { tx, chat });
         }
         rx
     }
@@ -697,22 +704,37 @@ impl State {
         }
     }
 
-    /// Offers an event to every subscriber without waiting; a full subscriber misses it.
+    /// Offers an event about who is where to every subscriber.
     fn emit(&mut self, event: impl FnOnce() -> Event) {
-        if self.subscribers.is_empty() {
+        self.offer(false, event);
+    }
+
+    /// Offers a chat line's event to the subscribers that want chat lines.
+    fn emit_chat(&mut self, event: impl FnOnce() -> Event) {
+        self.offer(true, event);
+    }
+
+    /// Offers an event without waiting; a full subscriber misses it. The event is built only if
+    /// someone wants it, so chat lines cost nothing when nobody listens to them.
+    fn offer(&mut self, chat: bool, event: impl FnOnce() -> Event) {
+        if !self.subscribers.iter().any(|s| s.chat || !chat) {
             return;
         }
         let event = event();
         let mut dropped = 0;
-        self.subscribers
-            .retain(|tx| match tx.try_send(event.clone()) {
+        self.subscribers.retain(|s| {
+            if chat && !s.chat {
+                return true;
+            }
+            match s.tx.try_send(event.clone()) {
                 Ok(()) => true,
                 Err(async_channel::TrySendError::Full(_)) => {
                     dropped += 1;
                     true
                 }
                 Err(async_channel::TrySendError::Closed(_)) => false,
-            });
+            }
+        });
         self.events_dropped += dropped;
     }
 }

@@ -283,7 +283,7 @@ fn run(server: Server, threads: usize, quiet: bool) -> ExitCode {
             std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())))
         })
         .collect();
-    let events = (!quiet).then(|| handle.subscribe(4096));
+    let events = (!quiet).then(|| handle.subscribe_presence(4096));
     smol::block_on(ex.run(async {
         ex.spawn(async move {
             let mut signals = signals;

@@ -202,6 +202,35 @@ fn subscriber_that_never_reads_does_not_stall_the_chat() -> io::Result<()> {
 }
 
 #[test]
+fn presence_subscription_misses_no_join_or_leave_however_busy_the_chat() -> io::Result<()> {
+    let server = TestServer::start(config());
+    // Room for exactly the three events that matter: two joins and a leave.
+    let presence = server.handle.subscribe_presence(3);
+    smol::block_on(async {
+        let mut c = server.clients(2).await?;
+        for i in 0..500 {
+            c[0].send(&format!("busy {i}")).await?;
+        }
+        c[1].until(|l| l == "guest1: busy 499").await?;
+        c[0].send("/quit").await?;
+        c[1].expect("*** guest1 left (quit)").await?;
+        let next = || common::timeout(async { presence.recv().await.map_err(io::Error::other) });
+        assert!(matches!(next().await?, Event::Joined { .. }));
+        assert!(matches!(next().await?, Event::Joined { .. }));
+        let left = next().await?;
+        assert_eq!(
+            left,
+            Event::Left {
+                name: "guest1".into(),
+                reason: LeaveReason::Quit(None)
+            }
+        );
+        assert_eq!(server.handle.stats().events_dropped, 0);
+        Ok(())
+    })
+}
+
+#[test]
 fn filter_can_rewrite_or_reject_lines() -> io::Result<()> {
     let server = TestServer::start(Config {
         filter: Some(Arc::new(|draft: &smolchat::Draft<'_>| {
