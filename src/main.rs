@@ -85,18 +85,28 @@ impl From<lexopt::Error> for UsageError {
     }
 }
 
+/// Parses the flag's value as `T`, accepting it only if `valid`; the error names the flag.
+fn checked<T: std::str::FromStr>(
+    parser: &mut lexopt::Parser,
+    flag: &str,
+    what: &str,
+    valid: impl Fn(&T) -> bool,
+) -> Result<T, UsageError> {
+    let raw = parser.value()?;
+    let text = raw.to_string_lossy();
+    text.parse().ok().filter(|v| valid(v)).ok_or_else(|| {
+        UsageError(format!(
+            "invalid value '{text}' for '{flag}': expected {what}"
+        ))
+    })
+}
+
 fn value<T: std::str::FromStr>(
     parser: &mut lexopt::Parser,
     flag: &str,
     what: &str,
 ) -> Result<T, UsageError> {
-    let raw = parser.value()?;
-    let text = raw.to_string_lossy();
-    text.parse().map_err(|_| {
-        UsageError(format!(
-            "invalid value '{text}' for '{flag}': expected {what}"
-        ))
-    })
+    checked(parser, flag, what, |_| true)
 }
 
 /// A limit of zero would refuse everything, so limits must be positive.
@@ -105,12 +115,8 @@ fn positive(parser: &mut lexopt::Parser, flag: &str) -> Result<usize, UsageError
 }
 
 fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, UsageError> {
-    let secs: f64 = value(parser, flag, "a number of seconds")?;
-    Duration::try_from_secs_f64(secs).map_err(|_| {
-        UsageError(format!(
-            "invalid value '{secs}' for '{flag}': expected a number of seconds"
-        ))
-    })
+    let valid = |secs: &f64| Duration::try_from_secs_f64(*secs).is_ok();
+    checked(parser, flag, "a number of seconds", valid).map(Duration::from_secs_f64)
 }
 
 /// Parses the flags. `Ok(None)` means help or version was printed.
@@ -147,13 +153,8 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
                     value::<NonZeroU32>(&mut parser, "--flood-burst", "a positive number")?.get()
             }
             Long("flood-rate") => {
-                c.flood_rate = value(&mut parser, "--flood-rate", "lines per second")?;
-                if !(c.flood_rate.is_finite() && c.flood_rate >= 0.0) {
-                    return Err(UsageError(format!(
-                        "invalid value '{}' for '--flood-rate': expected lines per second",
-                        c.flood_rate
-                    )));
-                }
+                let valid = |rate: &f64| rate.is_finite() && *rate >= 0.0;
+                c.flood_rate = checked(&mut parser, "--flood-rate", "lines per second", valid)?
             }
             Long("write-timeout") => c.write_timeout = seconds(&mut parser, "--write-timeout")?,
             Long("partial-line-timeout") => {
