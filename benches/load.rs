@@ -31,6 +31,11 @@ mod counting;
 mod latency;
 use counting::{message, parse, Lines, Tally};
 
+/// The latency scenario: clients, and one message every 10 ms for 1.5 s.
+const LATENCY_CLIENTS: usize = 200;
+const LATENCY_EVERY: Duration = Duration::from_millis(10);
+const LATENCY_FOR: Duration = Duration::from_millis(1500);
+
 /// How long one scenario run may take before it is reported with what it lost.
 const RUN_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -140,111 +145,85 @@ impl Bench {
                 "fanout" => {
                     let workloads = match (o.clients, o.senders, o.messages) {
                         (None, None, None) => vec![(100, 10, 1000), (1000, 10, 100)],
-                        (c, s, m) => vec![(c.unwrap_or(100), s.unwrap_or(10), m.unwrap_or(1000))],
+                        _ => vec![self.workload(1000)],
                     };
                     for (n, s, m) in workloads {
-                        self.repeat("fanout", |_| self.fanout(Target::Chat, n, s, m, false))
+                        self.repeat(o.runs, |_| self.fanout(Target::Chat, n, s, m, false))
                             .await;
                     }
                 }
                 "naive" => {
                     // Only 100 clients: at 1000 its 128-entry listen backlog (std's) overflows and
                     // connects stall in SYN retries for longer than a run may take.
-                    let (n, s, m) = (
-                        o.clients.unwrap_or(100),
-                        o.senders.unwrap_or(10),
-                        o.messages.unwrap_or(1000),
-                    );
-                    self.repeat_n("naive", o.runs.min(3), |_| {
-                        self.fanout(Target::Naive, n, s, m, false)
-                    })
-                    .await;
-                    let every = Duration::from_millis(10);
-                    self.repeat_n("naive", o.runs.min(3), |_| {
-                        self.latency(Target::Naive, 200, every, Duration::from_millis(1500))
-                    })
-                    .await;
+                    let (n, s, m) = self.workload(1000);
+                    let runs = o.runs.min(3);
+                    self.repeat(runs, |_| self.fanout(Target::Naive, n, s, m, false))
+                        .await;
+                    self.repeat(runs, |_| self.latency(Target::Naive, LATENCY_CLIENTS))
+                        .await;
                 }
                 // Not in the default set: the baseline stalls until the run's deadline.
                 "naive-slow" => {
-                    self.repeat_n("naive", 1, |_| {
-                        self.fanout(Target::Naive, 100, 10, 6000, true)
-                    })
-                    .await;
+                    self.repeat(1, |_| self.fanout(Target::Naive, 100, 10, 6000, true))
+                        .await;
                 }
                 "ceiling" => {
-                    let (n, s, m) = (
-                        o.clients.unwrap_or(100),
-                        o.senders.unwrap_or(10),
-                        o.messages.unwrap_or(1000),
-                    );
-                    self.repeat_n("ceiling", o.runs.min(3), |_| {
+                    let (n, s, m) = self.workload(1000);
+                    self.repeat(o.runs.min(3), |_| {
                         self.fanout(Target::Blast, n, s, m, false)
                     })
                     .await;
                 }
                 "latency" => {
-                    let n = o.clients.unwrap_or(200);
-                    self.repeat("latency", |_| {
-                        self.latency(
-                            Target::Chat,
-                            n,
-                            Duration::from_millis(10),
-                            Duration::from_millis(1500),
-                        )
-                    })
-                    .await;
+                    let n = o.clients.unwrap_or(LATENCY_CLIENTS);
+                    self.repeat(o.runs, |_| self.latency(Target::Chat, n)).await;
                 }
                 "idle" => {
                     let n = o.clients.unwrap_or(10_000);
                     let runs = if o.runs_given { o.runs } else { 1 };
-                    self.repeat_n("idle", runs, |_| self.idle(n)).await;
+                    self.repeat(runs, |_| self.idle(n)).await;
                 }
                 "slow" => {
-                    let (n, s, m) = (
-                        o.clients.unwrap_or(100),
-                        o.senders.unwrap_or(10),
-                        o.messages.unwrap_or(6000),
-                    );
-                    self.repeat_n("slow", o.runs.min(3), |run| {
+                    // Pairs of runs, without and with a client that never reads.
+                    let (n, s, m) = self.workload(6000);
+                    self.repeat(o.runs.min(3) * 2, |run| {
                         self.fanout(Target::Chat, n, s, m, run % 2 == 1)
                     })
                     .await;
                 }
                 "worst" => {
                     let k = o.clients.unwrap_or(20);
-                    self.repeat_n("worst", 1, |_| self.worst(k)).await;
+                    self.repeat(1, |_| self.worst(k)).await;
                 }
                 other => eprintln!("unknown scenario {other}"),
             }
         }
     }
 
-    async fn repeat<F: std::future::Future<Output = Report>>(
-        &self,
-        name: &str,
-        run: impl Fn(usize) -> F,
-    ) {
-        self.repeat_n(name, self.options.runs, run).await
+    /// Clients, senders and messages: as given, else 100 × 10 × `messages`.
+    fn workload(&self, messages: usize) -> (usize, usize, usize) {
+        let o = &self.options;
+        (
+            o.clients.unwrap_or(100),
+            o.senders.unwrap_or(10),
+            o.messages.unwrap_or(messages),
+        )
     }
 
-    /// Runs a scenario `runs` times (twice as many for `slow`, alternating baseline and slow)
-    /// and prints each run and the medians.
-    async fn repeat_n<F: std::future::Future<Output = Report>>(
+    /// Runs a scenario `runs` times and prints each run, then the medians of each workload.
+    async fn repeat<F: std::future::Future<Output = Report>>(
         &self,
-        name: &str,
         runs: usize,
         run: impl Fn(usize) -> F,
     ) {
-        let total = if name == "slow" { runs * 2 } else { runs };
         let mut reports = Vec::new();
-        for i in 0..total {
+        for i in 0..runs {
             let report = run(i).await;
             println!("{}", report.human());
             println!("{}", report.json());
             reports.push(report);
         }
-        if total > 1 {
+        if runs > 1 {
             for group in Report::group(&reports) {
                 println!("{}", group.human_median());
                 println!("{}", group.json_median());
@@ -367,14 +346,10 @@ impl Bench {
         report
     }
 
-    /// N clients; one sends a timestamped message every `every`; everyone measures its delay.
-    async fn latency(
-        &self,
-        target: Target,
-        n: usize,
-        every: Duration,
-        duration: Duration,
-    ) -> Report {
+    /// N clients; one sends a timestamped message every [`LATENCY_EVERY`] for
+    /// [`LATENCY_FOR`]; everyone measures its delay.
+    async fn latency(&self, target: Target, n: usize) -> Report {
+        let (every, duration) = (LATENCY_EVERY, LATENCY_FOR);
         let server = self.server(target, 1, 0);
         let cpu_before = server.cpu();
         let addr = server.addr;
