@@ -162,11 +162,9 @@ fn join_moves_between_rooms_and_rooms_lists_them() -> io::Result<()> {
 
         // An empty room other than the lobby disappears; the empty lobby stays.
         for client in &mut c[..2] {
-            client.send("/join lobby").await?;
-            client.until(|l| l.starts_with("*** you are")).await?;
+            client.join("lobby").await?;
         }
-        c[2].send("/join side").await?;
-        c[2].until(|l| l.starts_with("*** you are")).await?;
+        c[2].join("side").await?;
         c[2].send("/rooms").await?;
         c[2].until(|l| l.starts_with("*** rooms:"))
             .await
@@ -180,8 +178,7 @@ fn messages_never_leave_their_room() -> io::Result<()> {
     smol::block_on(async {
         let mut c = trio(&server).await?;
         for client in &mut c[..2] {
-            client.send("/join #attic").await?;
-            client.until(|l| l.starts_with("*** you are")).await?;
+            client.join("#attic").await?;
         }
         c[0].sync().await?;
         c[1].sync().await?;
@@ -262,8 +259,7 @@ fn joining_a_room_replays_its_recent_history_but_no_private_messages() -> io::Re
             c[0].send(text).await?;
         }
         c[1].until(|l| l == "[pm from alice] private").await?;
-        let mut late = Client::connect_raw(server.addr).await?;
-        late.until(|l| l.starts_with("*** you are")).await?;
+        let mut late = server.connect().await?;
         late.expect("[history] alice: two").await?;
         late.expect("[history] alice: three").await?;
         late.expect("[history] * alice four").await?;
@@ -271,8 +267,7 @@ fn joining_a_room_replays_its_recent_history_but_no_private_messages() -> io::Re
         late.expect("*** rooms: #lobby (3)").await?;
 
         // Each room has its own history, replayed on /join.
-        c[0].send("/join den").await?;
-        c[0].until(|l| l.starts_with("*** you are")).await?;
+        c[0].join("den").await?;
         c[0].send("in the den").await?;
         // Handled before bob joins: the server answers commands in order.
         c[0].sync().await?;
@@ -293,8 +288,7 @@ fn history_zero_replays_nothing() -> io::Result<()> {
         let mut c = server.clients(1).await?;
         c[0].send("forgotten").await?;
         c[0].sync().await?;
-        let mut late = Client::connect_raw(server.addr).await?;
-        late.until(|l| l.starts_with("*** you are")).await?;
+        let mut late = server.connect().await?;
         late.send("/rooms").await?;
         late.expect("*** rooms: #lobby (2)").await
     })

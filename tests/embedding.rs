@@ -14,8 +14,7 @@ fn handle_lists_users_and_rooms() -> io::Result<()> {
     smol::block_on(async {
         let mut c = server.clients(2).await?;
         c[0].nick("alice").await?;
-        c[0].send("/join den").await?;
-        c[0].until(|l| l.starts_with("*** you are")).await?;
+        c[0].join("den").await?;
         let mut users = server.handle.users();
         users.sort_by(|a, b| a.name.cmp(&b.name));
         assert_eq!(
@@ -44,8 +43,7 @@ fn handle_sends_notices_to_everyone_a_room_or_one_user() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
         let mut c = server.clients(3).await?;
-        c[2].send("/join den").await?;
-        c[2].until(|l| l.starts_with("*** you are")).await?;
+        c[2].join("den").await?;
         for client in &mut c[..2] {
             client
                 .until(|l| l.ends_with("left #lobby for #den"))

@@ -216,6 +216,12 @@ impl Client {
         Ok(())
     }
 
+    /// Moves to `room` and reads up to the greeting that says where it is (history follows).
+    pub async fn join(&mut self, room: &str) -> io::Result<()> {
+        self.send(&format!("/join {room}")).await?;
+        self.until(|l| l.starts_with("*** you are")).await.map(drop)
+    }
+
     /// Proves every earlier line was handled: asks for `/rooms` and reads up to the reply.
     pub async fn sync(&mut self) -> io::Result<()> {
         self.send("/rooms").await?;
