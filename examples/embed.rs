@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_signal::{Signal, Signals};
-use futures_lite::{FutureExt, StreamExt};
+use futures_lite::StreamExt;
 use smol::{Executor, Timer};
 use smolchat::{Config, Event, Server};
 
@@ -68,7 +68,7 @@ fn main() -> std::io::Result<()> {
         signals.next().await;
         println!("shutting down");
     };
-    smol::block_on(ex.run(server.run(&ex, ctrl_c.or(std::future::pending()))));
+    smol::block_on(ex.run(server.run(&ex, ctrl_c)));
     drop(stop);
     for worker in workers {
         let _ = worker.join();

@@ -186,7 +186,7 @@ fn handle_line(hub: &Hub, session: &mut Session, line: &[u8]) -> Option<Ending> 
         }
         Ok(Input::Quit(reason)) => {
             return Some((
-                LeaveReason::Quit(reason.map(String::from)),
+                LeaveReason::Quit(reason.map(Arc::from)),
                 Some(notice("bye")),
             ))
         }
@@ -320,7 +320,7 @@ async fn timeout_at(deadline: Instant) -> io::Result<()> {
 /// A socket error, as the client's room is told. (A failed keepalive probe is `TimedOut` too,
 /// so only the writer, which knows it was waiting, calls a timeout a write timeout.)
 fn io_reason(e: io::Error) -> LeaveReason {
-    LeaveReason::Error(e.kind().to_string())
+    LeaveReason::Error(e.kind().to_string().into())
 }
 
 /// Flood control: a token bucket of `flood_burst` lines refilled at `flood_rate` per second.

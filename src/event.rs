@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 /// Something that happened on the server, delivered to [`Handle::subscribe`](crate::Handle::subscribe).
 ///
-/// Events come in the order the server made the changes they describe.
+/// Events come in the order the server made the changes they describe. Text is `Arc<str>`
+/// here and in every public type: the server already holds names and rooms that way, so an
+/// event offered to many subscribers copies no text.
 ///
 /// # Examples
 ///
@@ -100,11 +102,11 @@ pub enum Event {
 #[non_exhaustive]
 pub enum LeaveReason {
     /// The client sent `/quit`, maybe with a reason.
-    Quit(Option<String>),
+    Quit(Option<Arc<str>>),
     /// The client closed its connection.
     Closed,
     /// Reading or writing failed (reset, broken pipe…).
-    Error(String),
+    Error(Arc<str>),
     /// Its queue overflowed: it did not read fast enough.
     TooSlow,
     /// Its socket accepted nothing for [`Config::write_timeout`](crate::Config::write_timeout).
@@ -112,7 +114,7 @@ pub enum LeaveReason {
     /// It left a line unfinished for [`Config::partial_line_timeout`](crate::Config::partial_line_timeout).
     PartialLineTimeout,
     /// The host kicked it.
-    Kicked(String),
+    Kicked(Arc<str>),
     /// The server shut down.
     Shutdown,
     /// Serving it failed inside the server (a bug); only this client was affected.
@@ -132,16 +134,6 @@ impl fmt::Display for LeaveReason {
             LeaveReason::Kicked(reason) => write!(f, "kicked: {reason}"),
             LeaveReason::Shutdown => f.write_str("server shutdown"),
             LeaveReason::Internal => f.write_str("internal error"),
-        }
-    }
-}
-
-impl From<crate::outbox::PushError> for LeaveReason {
-    /// Why a client whose queue refused a line must go.
-    fn from(e: crate::outbox::PushError) -> LeaveReason {
-        match e {
-            crate::outbox::PushError::Full => LeaveReason::TooSlow,
-            crate::outbox::PushError::Closed => LeaveReason::Closed,
         }
     }
 }
@@ -172,35 +164,4 @@ impl fmt::Display for Refusal {
             Refusal::ShuttingDown => "server is shutting down",
         })
     }
-}
-
-/// A snapshot of the server's counters, from [`Handle::stats`](crate::Handle::stats).
-///
-/// # Examples
-///
-/// ```
-/// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
-/// let stats = server.handle().stats();
-/// assert_eq!((stats.clients, stats.lines_relayed, stats.dropped_slow), (0, 0, 0));
-/// # std::io::Result::Ok(())
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Clients connected now.
-    pub clients: usize,
-    /// Connections accepted since start.
-    pub connections_accepted: u64,
-    /// Connections refused (full, per-address limit, shutting down).
-    pub connections_refused: u64,
-    /// Chat lines relayed (room messages, actions and private messages).
-    pub lines_relayed: u64,
-    /// Clients disconnected because their queue overflowed.
-    pub dropped_slow: u64,
-    /// Lines discarded for exceeding [`Config::max_line`](crate::Config::max_line).
-    pub lines_too_long: u64,
-    /// Lines whose reading flood control delayed.
-    pub flood_delayed: u64,
-    /// Events a subscriber missed because its queue was full.
-    pub events_dropped: u64,
 }

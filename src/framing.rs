@@ -11,7 +11,7 @@
 /// # Examples
 ///
 /// ```
-/// use smolchat::{Frame, Framer};
+/// use smolchat::fuzzing::{Frame, Framer};
 ///
 /// let mut framer = Framer::new(4);
 /// framer.push(b"hello\nhi\n");
@@ -35,7 +35,7 @@ pub enum Frame<'a> {
 /// # Examples
 ///
 /// ```
-/// use smolchat::{Frame, Framer};
+/// use smolchat::fuzzing::{Frame, Framer};
 ///
 /// let mut framer = Framer::new(8);
 /// framer.push(b"hi\r\nthis is too long\nok");
@@ -85,7 +85,7 @@ impl Framer {
     /// # Examples
     ///
     /// ```
-    /// let framer = smolchat::Framer::new(2048);
+    /// let framer = smolchat::fuzzing::Framer::new(2048);
     /// assert!(!framer.has_partial_line());
     /// ```
     pub fn new(max_line: usize) -> Framer {
@@ -105,7 +105,7 @@ impl Framer {
     /// # Examples
     ///
     /// ```
-    /// use smolchat::{Frame, Framer};
+    /// use smolchat::fuzzing::{Frame, Framer};
     ///
     /// let mut framer = Framer::new(64);
     /// framer.push(b"split ");
@@ -151,7 +151,7 @@ impl Framer {
     /// # Examples
     ///
     /// ```
-    /// use smolchat::{Frame, Framer};
+    /// use smolchat::fuzzing::{Frame, Framer};
     ///
     /// let mut framer = Framer::new(64);
     /// framer.push(b"one\ntwo\n");
@@ -208,7 +208,7 @@ impl Framer {
     /// # Examples
     ///
     /// ```
-    /// let mut framer = smolchat::Framer::new(64);
+    /// let mut framer = smolchat::fuzzing::Framer::new(64);
     /// framer.push(b"half a li");
     /// assert_eq!(framer.next_frame(), None);
     /// assert!(framer.has_partial_line());
@@ -222,7 +222,7 @@ impl Framer {
     /// # Examples
     ///
     /// ```
-    /// let mut framer = smolchat::Framer::new(8);
+    /// let mut framer = smolchat::fuzzing::Framer::new(8);
     /// framer.push(&[b'x'; 10_000]);
     /// while framer.next_frame().is_some() {}
     /// assert_eq!(framer.buffered(), 0); // an overlong line is dropped, not kept

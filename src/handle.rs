@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_channel::Receiver;
 
-use crate::event::{Event, Stats};
+use crate::event::Event;
 use crate::hub::{Audience, Hub};
 
 /// Controls and observes a [`Server`](crate::Server) from any task or thread.
@@ -51,9 +51,9 @@ pub struct Handle {
 #[non_exhaustive]
 pub struct User {
     /// The user's name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The room the user is in (without `#`).
-    pub room: String,
+    pub room: Arc<str>,
     /// The user's address.
     pub addr: SocketAddr,
 }
@@ -65,16 +65,47 @@ pub struct User {
 /// ```
 /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
 /// let lobby = &server.handle().rooms()[0];
-/// assert_eq!((lobby.name.as_str(), lobby.members), ("lobby", 0));
+/// assert_eq!((&*lobby.name, lobby.members), ("lobby", 0));
 /// # std::io::Result::Ok(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RoomInfo {
     /// The room's name (lowercase, without `#`).
-    pub name: String,
+    pub name: Arc<str>,
     /// How many users are in it.
     pub members: usize,
+}
+
+/// A snapshot of the server's counters, from [`Handle::stats`](crate::Handle::stats).
+///
+/// # Examples
+///
+/// ```
+/// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+/// let stats = server.handle().stats();
+/// assert_eq!((stats.clients, stats.lines_relayed, stats.dropped_slow), (0, 0, 0));
+/// # std::io::Result::Ok(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Clients connected now.
+    pub clients: usize,
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+    /// Connections refused (full, per-address limit, shutting down).
+    pub connections_refused: u64,
+    /// Chat lines relayed (room messages, actions and private messages).
+    pub lines_relayed: u64,
+    /// Clients disconnected because their queue overflowed.
+    pub dropped_slow: u64,
+    /// Lines discarded for exceeding [`Config::max_line`](crate::Config::max_line).
+    pub lines_too_long: u64,
+    /// Lines whose reading flood control delayed.
+    pub flood_delayed: u64,
+    /// Events a subscriber missed because its queue was full.
+    pub events_dropped: u64,
 }
 
 /// A [`Handle`] call named a user or room that does not exist.
@@ -93,9 +124,9 @@ pub struct RoomInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotFound {
     /// No user has this name.
-    User(String),
+    User(Arc<str>),
     /// No room has this name.
-    Room(String),
+    Room(Arc<str>),
 }
 
 impl fmt::Display for NotFound {
@@ -144,7 +175,7 @@ impl Handle {
     /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
     /// let rooms = server.handle().rooms();
     /// assert_eq!(rooms.len(), 1);
-    /// assert_eq!(rooms[0].name, "lobby");
+    /// assert_eq!(&*rooms[0].name, "lobby");
     /// # std::io::Result::Ok(())
     /// ```
     pub fn rooms(&self) -> Vec<RoomInfo> {

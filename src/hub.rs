@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_channel::{Receiver, Sender};
 
-use crate::event::{Event, LeaveReason, Refusal, Stats};
+use crate::event::{Event, LeaveReason, Refusal};
+use crate::handle::Stats;
 use crate::outbox::Outbox;
 use crate::protocol::{self, check_name, error, notice, relay, NameError};
 use crate::sanitize::{sanitize, sanitize_into};
@@ -460,8 +461,8 @@ impl Hub {
         st.clients
             .values()
             .map(|c| crate::User {
-                name: c.name.to_string(),
-                room: c.room.to_string(),
+                name: c.name.clone(),
+                room: c.room.clone(),
                 addr: c.addr,
             })
             .collect()
@@ -472,7 +473,7 @@ impl Hub {
         st.rooms
             .iter()
             .map(|(key, room)| crate::RoomInfo {
-                name: key.to_string(),
+                name: key.clone(),
                 members: room.members.len(),
             })
             .collect()
@@ -512,7 +513,7 @@ impl Hub {
     }
 
     pub(crate) fn kick(&self, user: &str, reason: &str) -> Result<(), crate::NotFound> {
-        let clean = sanitize(reason).into_owned();
+        let clean: Arc<str> = sanitize(reason).into();
         let mut st = self.state();
         let id = st
             .find(user)

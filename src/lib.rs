@@ -35,8 +35,8 @@
 //!     handle.shutdown();
 //!     std::io::Result::Ok(())
 //! });
-//! // Serves until `handle.shutdown()`, then returns.
-//! smol::block_on(ex.run(server.run(&ex, std::future::pending())));
+//! // Serves, driving `ex`, until `handle.shutdown()`, then returns.
+//! smol::block_on(server.run(&ex, std::future::pending()));
 //! smol::block_on(talk)?;
 //! # Ok(())
 //! # }
@@ -67,7 +67,7 @@
 //! - `outbox`: a client's bounded queue of lines waiting to be written.
 //! - `connection`: one client's reader (lines to chat) and writer (outbox to socket).
 //! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines, safe text, commands.
-//! - `handle`, `event`: the host's view: [`Handle`], [`Event`], [`Stats`].
+//! - `handle`, `event`: the host's view: [`Handle`], [`Stats`], [`Event`].
 //! - `config`: [`Config`], every limit with the reason for its default.
 //! - `net`: socket options std lacks (listen backlog, keepalive timing).
 #![forbid(unsafe_code)]
@@ -86,11 +86,16 @@ mod sanitize;
 mod server;
 
 pub use config::{Config, Draft, Filter, Verdict};
-pub use event::{Event, LeaveReason, Refusal, Stats};
-pub use framing::{Frame, Framer};
-pub use handle::{Handle, NotFound, RoomInfo, User};
-pub use sanitize::sanitize_into;
+pub use event::{Event, LeaveReason, Refusal};
+pub use handle::{Handle, NotFound, RoomInfo, Stats, User};
 pub use server::Server;
+
+/// The pure parsers, reachable for the fuzz target only; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::framing::{Frame, Framer};
+    pub use crate::sanitize::sanitize_into;
+}
 
 // Compiles the README's examples as doc tests.
 #[cfg(doctest)]

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use async_channel::{Receiver, Sender};
 
+use crate::event::LeaveReason;
+
 /// The sending side, registered in the hub. Cloning shares the same queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
@@ -57,6 +59,16 @@ pub(crate) fn outbox(max_lines: usize, max_bytes: usize) -> (Outbox, Inbox) {
         },
         Inbox { rx, budget },
     )
+}
+
+impl From<PushError> for LeaveReason {
+    /// Why a client whose queue refused a line must go.
+    fn from(e: PushError) -> LeaveReason {
+        match e {
+            PushError::Full => LeaveReason::TooSlow,
+            PushError::Closed => LeaveReason::Closed,
+        }
+    }
 }
 
 impl Outbox {

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 /// Shown in place of every character that could control a terminal or reorder text.
-pub const REPLACEMENT: char = '\u{FFFD}';
+const REPLACEMENT: char = '\u{FFFD}';
 
 /// Appends `text` to `out`, making every terminal-controlling character visible as U+FFFD.
 ///
@@ -17,7 +17,7 @@ pub const REPLACEMENT: char = '\u{FFFD}';
 ///
 /// ```
 /// let mut out = String::new();
-/// smolchat::sanitize_into(&mut out, "hi\u{1b}[2J\tthere\u{202e}");
+/// smolchat::fuzzing::sanitize_into(&mut out, "hi\u{1b}[2J\tthere\u{202e}");
 /// assert_eq!(out, "hi\u{fffd}[2J there\u{fffd}");
 /// ```
 pub fn sanitize_into(out: &mut String, text: &str) {

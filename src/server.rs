@@ -123,22 +123,37 @@ impl Server {
     /// Serves clients on `executor` until `shutdown` completes or [`Handle::shutdown`] is
     /// called, then shuts down gracefully and returns.
     ///
-    /// Each client's task is spawned on `executor`, which must keep running while this future
-    /// does (typically `executor.run(server.run(&executor, …))`). Shutting down stops accepting,
-    /// sends every client a notice, lets queued lines flush for up to
-    /// [`Config::shutdown_grace`], then closes every connection that is left.
+    /// Each client's task is spawned on `executor`, and `run` drives that executor itself for
+    /// as long as it runs, so both of these serve:
+    ///
+    /// - `smol::block_on(server.run(&ex, shutdown))`: nothing else runs `ex`; `run` does.
+    /// - `ex.run(server.run(&ex, shutdown))`, or `server.run(&ex, shutdown)` awaited in a task
+    ///   on `ex`, when the application already runs `ex` (on one thread or many).
+    ///
+    /// `shutdown` returns `()` so that `std::future::pending()` needs no type annotation; to
+    /// stop on a future with an output, wrap it: `async { signals.next().await; }`.
+    ///
+    /// Shutting down stops accepting, sends every client a notice, lets queued lines flush for
+    /// up to [`Config::shutdown_grace`], then closes every connection that is left.
     ///
     /// # Examples
     ///
     /// ```no_run
-    /// # smol::block_on(async {
     /// let server = smolchat::Server::bind("127.0.0.1:8888", smolchat::Config::default())?;
     /// let ex = smol::Executor::new();
-    /// let stop_after_an_hour = async { smol::Timer::after(std::time::Duration::from_secs(3600)).await; };
-    /// ex.run(server.run(&ex, stop_after_an_hour)).await;
-    /// # std::io::Result::Ok(()) });
+    /// let an_hour = async {
+    ///     smol::Timer::after(std::time::Duration::from_secs(3600)).await;
+    /// };
+    /// smol::block_on(server.run(&ex, an_hour));
+    /// # std::io::Result::Ok(())
     /// ```
     pub async fn run(self, executor: &Executor<'_>, shutdown: impl Future<Output = ()>) {
+        // Running the executor here serves the connection tasks even when nothing else runs
+        // it; when something does, this is one more runner of the same executor.
+        executor.run(self.serve(executor, shutdown)).await;
+    }
+
+    async fn serve(self, executor: &Executor<'_>, shutdown: impl Future<Output = ()>) {
         let Server { listener, hub } = self;
         // Every connection task holds a clone of `done`: when all are dropped, all have ended.
         let (done, all_done) = async_channel::bounded::<()>(1);
@@ -226,12 +241,10 @@ async fn accept_loop(
         let admission = Admission {
             hub: hub.clone(),
             addr,
+            _done: done.clone(),
         };
-        let (done, killed) = (done.clone(), killed.clone());
+        let killed = killed.clone();
         let task = async move {
-            // Declared in this order so the admission is released before `done` reports the end.
-            let _done = done;
-            let admission = admission;
             let serve = connection::serve(&admission.hub, stream, addr);
             serve
                 .or(async {
@@ -243,10 +256,13 @@ async fn accept_loop(
     }
 }
 
-/// Frees the connection's place in the limits however its task ends.
+/// Frees the connection's place in the limits however its task ends, and only then reports
+/// the end: owning the task's clone of `done` makes the release happen before the server
+/// can see every connection ended (a struct's `drop` runs before its fields are dropped).
 struct Admission {
     hub: Arc<Hub>,
     addr: SocketAddr,
+    _done: Sender<()>,
 }
 
 impl Drop for Admission {

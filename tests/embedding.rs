@@ -20,7 +20,7 @@ fn handle_lists_users_and_rooms() -> io::Result<()> {
         assert_eq!(
             users
                 .iter()
-                .map(|u| (u.name.as_str(), u.room.as_str()))
+                .map(|u| (&*u.name, &*u.room))
                 .collect::<Vec<_>>(),
             [("alice", "den"), ("guest2", "lobby")]
         );
@@ -29,7 +29,7 @@ fn handle_lists_users_and_rooms() -> io::Result<()> {
             .handle
             .rooms()
             .into_iter()
-            .map(|r| (r.name, r.members))
+            .map(|r| (r.name.to_string(), r.members))
             .collect();
         rooms.sort();
         assert_eq!(rooms, [("den".to_string(), 1), ("lobby".to_string(), 1)]);
@@ -303,15 +303,27 @@ fn runs_on_a_multi_threaded_executor() -> io::Result<()> {
         for i in 0..100 {
             c[i % 4].send(&format!("n{i}")).await?;
         }
+        for client in &mut c {
+            client.send("done").await?;
+        }
+        // One sender's lines arrive in order, so once a client has seen the three others'
+        // `done`, every line they sent before it has arrived too.
         for (k, client) in c.iter_mut().enumerate() {
-            let mut got = 0;
-            while got < 75 {
+            let (mut got, mut done) = (Vec::new(), 0);
+            while done < 3 {
                 let line = client.line().await?;
-                if line.contains(": n") {
-                    got += 1;
+                if line.ends_with(": done") {
+                    done += 1;
+                } else if let Some((_, n)) = line.split_once(": n") {
+                    got.push(n.parse::<usize>().map_err(io::Error::other)?);
                 }
             }
-            assert_eq!(got, 75, "client {k}");
+            got.sort_unstable();
+            let expected: Vec<usize> = (0..100).filter(|i| i % 4 != k).collect();
+            assert_eq!(
+                got, expected,
+                "client {k} got each other client's line once"
+            );
         }
         handle.shutdown();
         common::timeout(async {
@@ -326,4 +338,45 @@ fn runs_on_a_multi_threaded_executor() -> io::Result<()> {
         let _ = worker.join().expect("worker thread");
     }
     Ok(())
+}
+
+/// Serves two clients through `run_server`, shuts down, and checks that `run` returned.
+fn serves_and_returns_after_shutdown(run_server: fn(Server)) -> io::Result<()> {
+    let server = Server::bind("127.0.0.1:0", config())?;
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let (returned, has_returned) = async_channel::bounded::<()>(1);
+    let thread = std::thread::spawn(move || {
+        run_server(server);
+        let _ = returned.try_send(());
+    });
+    smol::block_on(async {
+        // `connect` reads the welcome up to `*** you are …`: the connection is served.
+        let mut alice = Client::connect(addr).await?;
+        let mut bob = Client::connect(addr).await?;
+        alice.expect("*** guest2 joined #lobby").await?;
+        alice.send("hello").await?;
+        bob.expect("guest1: hello").await?;
+        handle.shutdown();
+        bob.expect("*** server is shutting down").await?;
+        common::timeout(async { has_returned.recv().await.map_err(io::Error::other) }).await
+    })?;
+    thread
+        .join()
+        .map_err(|_| io::Error::other("server thread panicked"))
+}
+
+#[test]
+fn run_serves_when_block_on_is_all_that_drives_it() -> io::Result<()> {
+    serves_and_returns_after_shutdown(|server| {
+        let ex = smol::Executor::new();
+        smol::block_on(server.run(&ex, std::future::pending()));
+    })
+}
+
+#[test]
+fn run_serves_on_an_executor_the_application_already_runs() -> io::Result<()> {
+    serves_and_returns_after_shutdown(|server| {
+        let ex = smol::Executor::new();
+        smol::block_on(ex.run(server.run(&ex, std::future::pending())));
+    })
 }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smolchat::{sanitize_into, Frame, Framer};
+use smolchat::fuzzing::{sanitize_into, Frame, Framer};
 
 const MAX_LINE: usize = 64;
 
