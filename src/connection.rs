@@ -13,11 +13,11 @@ use futures_lite::future::{self, FutureExt};
 use smol::{Async, Timer};
 
 use crate::config::{Draft, Verdict};
-use crate::event::LeaveReason;
+use crate::event::{LeaveReason, Refusal};
 use crate::framing::{Frame, Framer};
-use crate::hub::{Hub, Id, Session};
+use crate::hub::{Hub, Id};
 use crate::outbox::{outbox, Inbox};
-use crate::protocol::{self, error, notice, relay, Input};
+use crate::protocol::{self, CommandError, Input};
 use crate::sanitize::sanitize;
 use crate::Config;
 
@@ -37,41 +37,41 @@ type Ending = (LeaveReason, Option<Arc<str>>);
 /// Serves one admitted client until it leaves, is removed, or its socket fails.
 pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr) {
     let (outbox, inbox) = outbox(hub.config.queue_lines, hub.config.queue_bytes);
-    let mut session = match hub.join(addr, outbox) {
-        Ok(session) => session,
-        Err(refusal) => return refuse(stream.get_ref(), &refusal.to_string()),
+    let id = match hub.join(addr, outbox) {
+        Ok(id) => id,
+        Err(refusal) => return refuse(stream.get_ref(), &refusal),
     };
-    let mut member = Member {
+    let mut registration = Registration {
         hub,
-        id: session.id,
+        id,
         left: false,
     };
     let mut writer = pin!(write_loop(&stream, inbox, &hub.config));
-    let reader = async { Ok(read_loop(&stream, hub, &mut session).await) };
+    let reader = async { Ok(read_loop(&stream, hub, id).await) };
     match reader.or(async { Err(writer.as_mut().await) }).await {
         Ok((reason, farewell)) => {
-            member.leave(reason, farewell);
+            registration.leave(reason, farewell);
             // The outbox is closed now: the writer flushes what is queued, then ends.
             writer.await;
         }
-        Err(reason) => member.leave(reason, None),
+        Err(reason) => registration.leave(reason, None),
     }
 }
 
 /// Tells a client it cannot be served, if its socket takes the line at once, and closes.
-pub(crate) fn refuse(mut stream: &TcpStream, reason: &str) {
-    let _ = stream.write(format!("! {reason}\n").as_bytes());
+pub(crate) fn refuse(mut stream: &TcpStream, reason: &Refusal) {
+    let _ = stream.write(protocol::refused(reason).as_bytes());
 }
 
-/// Makes sure a client leaves the hub however its connection ends: normally, by a panic while
-/// serving it, or by its task being dropped.
-struct Member<'a> {
+/// A client's place in the hub, given up however its connection ends: normally, by a panic
+/// while serving it, or by its task being dropped.
+struct Registration<'a> {
     hub: &'a Hub,
     id: Id,
     left: bool,
 }
 
-impl Member<'_> {
+impl Registration<'_> {
     fn leave(&mut self, reason: LeaveReason, farewell: Option<Arc<str>>) {
         if !std::mem::replace(&mut self.left, true) {
             self.hub.leave(self.id, reason, farewell);
@@ -79,13 +79,13 @@ impl Member<'_> {
     }
 }
 
-impl Drop for Member<'_> {
+impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.leave(LeaveReason::Internal, None);
     }
 }
 
-async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) -> Ending {
+async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, id: Id) -> Ending {
     let config = &hub.config;
     let mut framer = Framer::new(config.max_line);
     let mut flood = Flood::new(config);
@@ -96,11 +96,7 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
         while let Some(frame) = framer.next_frame() {
             let Frame::Line(line) = frame else {
                 hub.counters.too_long.fetch_add(1, Ordering::Relaxed);
-                let reply = error(format_args!(
-                    "line too long (over {} bytes); it was not sent",
-                    config.max_line
-                ));
-                hub.reply(session.id, &reply);
+                hub.reply(id, &protocol::line_too_long(config.max_line));
                 continue;
             };
             if let Some(delay) = flood.delay() {
@@ -110,7 +106,7 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
                 // making every idle connection's task bigger.
                 Box::pin(Timer::after(delay)).await;
             }
-            if let Some(ending) = handle_line(hub, session, line) {
+            if let Some(ending) = handle_line(hub, id, line) {
                 return ending;
             }
             handled += 1;
@@ -136,8 +132,7 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
                     match Box::pin(stream.readable().or(timeout_at(deadline))).await {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                            let farewell =
-                                error("disconnected: your line stayed unfinished too long");
+                            let farewell = protocol::unfinished_line();
                             return (LeaveReason::PartialLineTimeout, Some(farewell));
                         }
                         Err(e) => return (io_reason(e), None),
@@ -160,75 +155,68 @@ fn read_some(mut stream: &TcpStream, framer: &mut Framer) -> io::Result<usize> {
 }
 
 /// Acts on one line; returns how the connection ends if the line ends it.
-fn handle_line(hub: &Hub, session: &mut Session, line: &[u8]) -> Option<Ending> {
+fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
     let raw = String::from_utf8_lossy(line);
     let text = sanitize(&raw);
     let result = match protocol::parse(&text) {
         Ok(Input::Empty) => Ok(()),
-        Ok(Input::Say(text)) => say(hub, session, text, false),
-        Ok(Input::Me(text)) => say(hub, session, text, true),
+        Ok(Input::Say(text)) => filter(hub, id, None, text).map(|text| hub.say(id, &text, false)),
+        Ok(Input::Me(text)) => filter(hub, id, None, text).map(|text| hub.say(id, &text, true)),
         Ok(Input::Msg(to, text)) => {
-            filter(hub, session, Some(to), text).and_then(|text| hub.private(session, to, &text))
+            filter(hub, id, Some(to), text).and_then(|text| hub.private(id, to, &text))
         }
-        Ok(Input::Nick(name)) => hub.rename(session, name),
-        Ok(Input::Join(room)) => hub.change_room(session, room),
+        Ok(Input::Nick(name)) => hub.rename(id, name),
+        Ok(Input::Join(room)) => hub.change_room(id, room),
         Ok(Input::Who) => {
-            hub.who(session);
+            hub.who(id);
             Ok(())
         }
         Ok(Input::Rooms) => {
-            hub.list_rooms(session);
+            hub.list_rooms(id);
             Ok(())
         }
         Ok(Input::Help) => {
-            hub.reply(session.id, &protocol::HELP.into());
+            hub.reply(id, &protocol::help());
             Ok(())
         }
         Ok(Input::Quit(reason)) => {
             return Some((
                 LeaveReason::Quit(reason.map(Arc::from)),
-                Some(notice("bye")),
+                Some(protocol::bye()),
             ))
         }
-        Err(message) => Err(message),
+        Err(e) => Err(e),
     };
-    if let Err(message) = result {
-        hub.reply(session.id, &error(message));
+    if let Err(e) = result {
+        hub.reply(id, &protocol::error(e));
     }
     None
 }
 
-fn say(hub: &Hub, session: &Session, text: &str, action: bool) -> Result<(), String> {
-    let text = filter(hub, session, None, text)?;
-    let line = if action {
-        relay(&["* ", &session.name, " "], &text)
-    } else {
-        relay(&[&session.name, ": "], &text)
-    };
-    hub.say(session, line, &text, action);
-    Ok(())
-}
-
-/// Runs the host's filter, if any. The error is the text of the error line for the sender.
+/// Runs the host's filter, if any.
 fn filter<'t>(
     hub: &Hub,
-    session: &Session,
+    id: Id,
     to: Option<&str>,
     text: &'t str,
-) -> Result<Cow<'t, str>, String> {
+) -> Result<Cow<'t, str>, CommandError> {
     let Some(filter) = &hub.config.filter else {
         return Ok(Cow::Borrowed(text));
     };
+    // Gone already (kicked meanwhile): the hub drops whatever it is asked to relay.
+    let Some((from, room)) = hub.identity(id) else {
+        return Ok(Cow::Borrowed(text));
+    };
     let draft = Draft {
-        from: &session.name,
-        room: &session.room,
+        from: &from,
+        room: &room,
         to,
         text,
     };
     match filter(&draft) {
         Verdict::Relay => Ok(Cow::Borrowed(text)),
         Verdict::Rewrite(new) => Ok(Cow::Owned(sanitize(&new).into_owned())),
-        Verdict::Reject(reason) => Err(format!("message not sent: {}", sanitize(&reason))),
+        Verdict::Reject(reason) => Err(CommandError::Rejected(sanitize(&reason).into())),
     }
 }
 
@@ -238,19 +226,10 @@ async fn write_loop(stream: &Async<TcpStream>, inbox: Inbox, config: &Config) ->
     // Set once the outbox is closed: everything left must be written by then.
     let mut flush_deadline = None;
     loop {
-        let Ok(first) = inbox.rx.recv().await else {
+        let Some(batch) = inbox.recv_batch(MAX_BATCH).await else {
             return LeaveReason::Closed;
         };
-        // Allocated per wake-up, so an idle client holds no batch buffer.
-        let mut batch = Vec::with_capacity((inbox.rx.len() + 1).min(MAX_BATCH));
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match inbox.rx.try_recv() {
-                Ok(line) => batch.push(line),
-                Err(_) => break,
-            }
-        }
-        if flush_deadline.is_none() && inbox.rx.is_closed() {
+        if flush_deadline.is_none() && inbox.is_closed() {
             flush_deadline = Some(Instant::now() + config.write_timeout);
         }
         if let Err(reason) = write_all(stream, &batch, config.write_timeout, flush_deadline).await {

@@ -63,10 +63,12 @@
 //! # Layout
 //!
 //! - `server`: [`Server`] binds, runs the accept loop and the shutdown sequence.
-//! - `hub`: the shared state (clients, names, rooms, history) behind one mutex, and delivery.
+//! - `hub`: the shared state behind one mutex, in parts: `directory` (clients, names), `rooms`
+//!   (members, history, the fan-out), `admission` (connection limits), `subscribers`, `counters`.
 //! - `outbox`: a client's bounded queue of lines waiting to be written.
 //! - `connection`: one client's reader (lines to chat) and writer (outbox to socket).
-//! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines, safe text, commands.
+//! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines, safe text, commands,
+//!   and every line the server sends.
 //! - `handle`, `event`: the host's view: [`Handle`], [`Stats`], [`Event`].
 //! - `config`: [`Config`], every limit with the reason for its default.
 //! - `net`: socket options std lacks (listen backlog, keepalive timing).

@@ -22,7 +22,7 @@ pub(crate) struct Outbox {
 /// The receiving side, owned by the client's writer.
 #[derive(Debug)]
 pub(crate) struct Inbox {
-    pub(crate) rx: Receiver<Arc<str>>,
+    rx: Receiver<Arc<str>>,
     budget: Arc<Budget>,
 }
 
@@ -109,6 +109,27 @@ impl Outbox {
 }
 
 impl Inbox {
+    /// Waits for a line, then takes it and up to `max - 1` more that are already queued.
+    /// `None` once the outbox is closed and empty.
+    pub(crate) async fn recv_batch(&self, max: usize) -> Option<Vec<Arc<str>>> {
+        let first = self.rx.recv().await.ok()?;
+        // Allocated per wake-up, so an idle client holds no batch buffer.
+        let mut batch = Vec::with_capacity((self.rx.len() + 1).min(max));
+        batch.push(first);
+        while batch.len() < max {
+            match self.rx.try_recv() {
+                Ok(line) => batch.push(line),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// Whether the outbox was closed: what is queued is all there will be.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.rx.is_closed()
+    }
+
     /// Records that these queued lines were written.
     pub(crate) fn written(&self, lines: &[Arc<str>]) {
         self.budget
@@ -126,3 +147,34 @@ fn cost(line: &Arc<str>) -> usize {
 
 /// Bytes of bookkeeping per queued line (see [`cost`]).
 const LINE_OVERHEAD: usize = 48;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_bounded_and_end_after_close() {
+        let (outbox, inbox) = outbox(10, 10_000);
+        for line in ["a\n", "b\n", "c\n"] {
+            outbox.push(&line.into()).expect("room for it");
+        }
+        outbox.close();
+        smol::block_on(async {
+            let batch = inbox.recv_batch(2).await.expect("two lines");
+            assert_eq!(batch.len(), 2);
+            inbox.written(&batch);
+            assert!(inbox.is_closed());
+            assert_eq!(inbox.recv_batch(2).await.map(|b| b.len()), Some(1));
+            assert_eq!(inbox.recv_batch(2).await, None);
+        });
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_a_closed_one_says_so() {
+        let (outbox, inbox) = outbox(1, 10_000);
+        outbox.push(&"a\n".into()).expect("room for it");
+        assert_eq!(outbox.push(&"b\n".into()), Err(PushError::Full));
+        drop(inbox);
+        assert_eq!(outbox.push(&"c\n".into()), Err(PushError::Closed));
+    }
+}

@@ -1,11 +1,15 @@
-//! The wire protocol: what a client's line means, and how server lines look.
+//! The wire protocol: what a client's line means, and every line the server sends.
 //!
 //! Every line a client receives starts with a marker that says what it is (see
-//! `docs/PROTOCOL.md`). Names are restricted to `[A-Za-z0-9_-]`, so a user's line `name: text`
-//! can never begin like a server line (`*** `, `! `, `* `, `[`).
+//! `docs/PROTOCOL.md`, which this file follows line for line). Names are restricted to
+//! `[A-Za-z0-9_-]`, so a user's line `name: text` can never begin like a server line
+//! (`*** `, `! `, `* `, `[`).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
+
+use crate::event::LeaveReason;
+use crate::sanitize::sanitize_into;
 
 /// Longest name or room name, in characters.
 pub(crate) const MAX_NAME: usize = 16;
@@ -32,8 +36,8 @@ pub(crate) enum Input<'a> {
     Quit(Option<&'a str>),
 }
 
-/// Parses a sanitized line. Errors are the text of the error line to send back.
-pub(crate) fn parse(line: &str) -> Result<Input<'_>, String> {
+/// Parses a sanitized line.
+pub(crate) fn parse(line: &str) -> Result<Input<'_>, CommandError> {
     if line.trim().is_empty() {
         return Ok(Input::Empty);
     }
@@ -45,9 +49,9 @@ pub(crate) fn parse(line: &str) -> Result<Input<'_>, String> {
     }
     let (word, rest) = command.split_once(' ').unwrap_or((command, ""));
     let rest = rest.trim();
-    let arg = |usage: &str| {
+    let arg = |usage: &'static str| {
         if rest.is_empty() {
-            Err(format!("usage: {usage}"))
+            Err(CommandError::Usage(usage))
         } else {
             Ok(rest)
         }
@@ -64,10 +68,10 @@ pub(crate) fn parse(line: &str) -> Result<Input<'_>, String> {
         "msg" => {
             let (to, text) = arg("/msg NAME TEXT")?
                 .split_once(' ')
-                .ok_or("usage: /msg NAME TEXT")?;
+                .ok_or(CommandError::Usage("/msg NAME TEXT"))?;
             Input::Msg(to, text.trim())
         }
-        _ => return Err(format!("unknown command /{word}; /help lists the commands")),
+        _ => return Err(CommandError::UnknownCommand(word.into())),
     })
 }
 
@@ -78,7 +82,16 @@ pub(crate) enum NameError {
     Reserved,
 }
 
-/// Checks the shape of a name: 1–16 characters from `[A-Za-z0-9_-]`, not reserved.
+/// The rule names and room names follow, as clients are told it.
+struct NameRule;
+
+impl fmt::Display for NameRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "1-{MAX_NAME} letters, digits, _ or -")
+    }
+}
+
+/// Checks the shape of a name ([`NameRule`]) and that it is not reserved.
 pub(crate) fn check_name(name: &str) -> Result<(), NameError> {
     let valid = (1..=MAX_NAME).contains(&name.len())
         && name
@@ -103,10 +116,52 @@ pub(crate) fn room_key(room: &str) -> Result<String, NameError> {
     }
 }
 
+/// Why a command failed; its `Display` is the text of the error line its sender gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CommandError {
+    /// A command without its argument; holds the command's usage.
+    Usage(&'static str),
+    UnknownCommand(Box<str>),
+    InvalidName(Box<str>),
+    ReservedName(Box<str>),
+    NameTaken(Box<str>),
+    AlreadyNamed(Box<str>),
+    NoSuchUser(Box<str>),
+    InvalidRoom(Box<str>),
+    AlreadyInRoom(Arc<str>),
+    /// The host's filter rejected the line, for this (sanitized) reason.
+    Rejected(Box<str>),
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::Usage(usage) => write!(f, "usage: {usage}"),
+            CommandError::UnknownCommand(word) => {
+                write!(f, "unknown command /{word}; /help lists the commands")
+            }
+            CommandError::InvalidName(name) => write!(f, "invalid name \"{name}\": use {NameRule}"),
+            CommandError::ReservedName(name) => write!(f, "the name {name} is reserved"),
+            CommandError::NameTaken(name) => write!(f, "the name {name} is taken"),
+            CommandError::AlreadyNamed(name) => write!(f, "you are already {name}"),
+            CommandError::NoSuchUser(name) => write!(f, "no user named {name}"),
+            CommandError::InvalidRoom(room) => {
+                write!(f, "invalid room name \"{room}\": use {NameRule}")
+            }
+            CommandError::AlreadyInRoom(room) => write!(f, "you are already in #{room}"),
+            CommandError::Rejected(reason) => write!(f, "message not sent: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
 /// The `/help` reply.
-pub(crate) const HELP: &str = "\
+pub(crate) fn help() -> Arc<str> {
+    format!(
+        "\
 *** commands:
-***   /nick NAME       change your name (1-16 letters, digits, _ or -)
+***   /nick NAME       change your name ({NameRule})
 ***   /me TEXT         send an action: * NAME TEXT
 ***   /msg NAME TEXT   send a private message
 ***   /join ROOM       leave your room and enter ROOM (created if new)
@@ -115,10 +170,13 @@ pub(crate) const HELP: &str = "\
 ***   /quit [REASON]   leave the chat
 ***   /help            show this list
 ***   //TEXT           send a line that starts with /
-";
+"
+    )
+    .into()
+}
 
 /// A server notice line: `*** text`.
-pub(crate) fn notice(text: impl fmt::Display) -> Arc<str> {
+fn notice(text: impl fmt::Display) -> Arc<str> {
     format!("*** {text}\n").into()
 }
 
@@ -128,13 +186,203 @@ pub(crate) fn error(text: impl fmt::Display) -> Arc<str> {
 }
 
 /// Builds a relayed line from a fixed prefix and sanitized user text, in one allocation.
-pub(crate) fn relay(parts: &[&str], text: &str) -> Arc<str> {
+fn relay(parts: &[&str], text: &str) -> Arc<str> {
     let mut line =
         String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + text.len() + 1);
     parts.iter().for_each(|p| line.push_str(p));
     line.push_str(text);
     line.push('\n');
     line.into()
+}
+
+// Chat lines.
+
+/// `alice: hello`, or for an action (`/me waves`) `* alice waves`.
+pub(crate) fn chat(name: &str, text: &str, action: bool) -> Arc<str> {
+    if action {
+        relay(&["* ", name, " "], text)
+    } else {
+        relay(&[name, ": "], text)
+    }
+}
+
+/// `[pm from alice] psst`, as the recipient gets it.
+pub(crate) fn pm_from(from: &str, text: &str) -> Arc<str> {
+    relay(&["[pm from ", from, "] "], text)
+}
+
+/// `[pm to bob] psst`, as the sender gets it back.
+pub(crate) fn pm_to(to: &str, text: &str) -> Arc<str> {
+    relay(&["[pm to ", to, "] "], text)
+}
+
+// What a client gets on connecting and on entering a room.
+
+/// The first lines a client gets: the welcome and the host's message of the day, sanitized.
+pub(crate) fn welcome(name: &str, motd: Option<&str>) -> String {
+    let mut out = format!("*** welcome to smolchat, {name}! /help lists the commands\n");
+    for line in motd.into_iter().flat_map(str::lines) {
+        out.push_str("*** motd: ");
+        sanitize_into(&mut out, line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Appends where a client now is: `*** you are alice in #rust; users here: 2`.
+pub(crate) fn push_you_are(out: &mut String, name: &str, room: &str, users: usize) {
+    let _ = writeln!(out, "*** you are {name} in #{room}; users here: {users}");
+}
+
+/// Appends a line from the room's history, replayed to a newcomer: `[history] alice: hello`.
+pub(crate) fn push_history(out: &mut String, line: &str) {
+    out.push_str("[history] ");
+    out.push_str(line);
+}
+
+// Notices about others.
+
+/// `*** alice joined #rust`.
+pub(crate) fn joined(name: &str, room: &str) -> Arc<str> {
+    notice(format_args!("{name} joined #{room}"))
+}
+
+/// `*** alice left #lobby for #rust`, as the room she left sees it.
+pub(crate) fn moved(name: &str, from: &str, to: &str) -> Arc<str> {
+    notice(format_args!("{name} left #{from} for #{to}"))
+}
+
+/// `*** alice left (quit: dinner)`.
+pub(crate) fn left(name: &str, reason: &LeaveReason) -> Arc<str> {
+    notice(format_args!("{name} left ({reason})"))
+}
+
+/// `*** guest1 is now alice`, as the room sees it.
+pub(crate) fn renamed(old: &str, new: &str) -> Arc<str> {
+    notice(format_args!("{old} is now {new}"))
+}
+
+// Replies to commands.
+
+/// `*** you are now alice`, the reply to `/nick`.
+pub(crate) fn you_are_now(name: &str) -> Arc<str> {
+    notice(format_args!("you are now {name}"))
+}
+
+/// Longest `/who` or `/rooms` listing, so a reply stays far below any queue bound.
+const MAX_LISTED: usize = 100;
+
+/// `*** users in #lobby (2): alice, bob`, the reply to `/who`, names in [`natural_order`].
+pub(crate) fn who(room: &str, mut names: Vec<&str>) -> Arc<str> {
+    names.sort_unstable_by(|a, b| natural_order(a, b));
+    notice(format_args!(
+        "users in #{room} ({}): {}",
+        names.len(),
+        listing(&names)
+    ))
+}
+
+/// Orders names as people read them: ignoring case, and runs of digits by their value, so
+/// `guest23` comes before `guest100`. Ties (names equal but for case or leading zeros) fall
+/// back to plain byte order, so the order is total.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(s: &str) -> impl Iterator<Item = (bool, &str)> {
+        let mut rest = s;
+        std::iter::from_fn(move || {
+            let first = rest.bytes().next()?;
+            let digits = first.is_ascii_digit();
+            let end = rest
+                .bytes()
+                .position(|b| b.is_ascii_digit() != digits)
+                .unwrap_or(rest.len());
+            let (part, tail) = rest.split_at(end);
+            rest = tail;
+            Some((digits, part))
+        })
+    }
+    let key = |(digits, part): (bool, &str)| {
+        if digits {
+            let value = part.trim_start_matches('0');
+            (0, value.len(), value.to_string())
+        } else {
+            (1, 0, part.to_ascii_lowercase())
+        }
+    };
+    parts(a)
+        .map(key)
+        .cmp(parts(b).map(key))
+        .then_with(|| a.cmp(b))
+}
+
+/// `*** rooms: #lobby (2), #rust (1)`, the reply to `/rooms`; `rooms` already sorted.
+pub(crate) fn rooms(rooms: &[(&str, usize)]) -> Arc<str> {
+    let rooms: Vec<String> = rooms
+        .iter()
+        .map(|(room, n)| format!("#{room} ({n})"))
+        .collect();
+    notice(format_args!("rooms: {}", listing(&rooms)))
+}
+
+/// Joins up to [`MAX_LISTED`] items with commas, saying how many more there are.
+fn listing<T: AsRef<str>>(items: &[T]) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().take(MAX_LISTED).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(item.as_ref());
+    }
+    if items.len() > MAX_LISTED {
+        let _ = write!(out, ", and {} more", items.len() - MAX_LISTED);
+    }
+    out
+}
+
+/// `! line too long (over 2048 bytes); it was not sent`.
+pub(crate) fn line_too_long(max_line: usize) -> Arc<str> {
+    error(format_args!(
+        "line too long (over {max_line} bytes); it was not sent"
+    ))
+}
+
+/// A host's notice (`*** text`), sanitized.
+pub(crate) fn host_notice(text: &str) -> Arc<str> {
+    let mut line = String::from("*** ");
+    sanitize_into(&mut line, text);
+    line.push('\n');
+    line.into()
+}
+
+// The last line before the server closes a connection.
+
+/// `! server full, try again later` and the other refusals.
+pub(crate) fn refused(reason: &crate::Refusal) -> String {
+    format!("! {reason}\n")
+}
+
+/// `*** bye`, the reply to `/quit`.
+pub(crate) fn bye() -> Arc<str> {
+    notice("bye")
+}
+
+/// `*** server is shutting down`, after everything queued.
+pub(crate) fn shutting_down() -> Arc<str> {
+    notice("server is shutting down")
+}
+
+/// `*** you were kicked: REASON`.
+pub(crate) fn kicked(reason: &str) -> Arc<str> {
+    notice(format_args!("you were kicked: {reason}"))
+}
+
+/// `! disconnected: you fell too far behind (queue full)`.
+pub(crate) fn too_slow() -> Arc<str> {
+    error("disconnected: you fell too far behind (queue full)")
+}
+
+/// `! disconnected: your line stayed unfinished too long`.
+pub(crate) fn unfinished_line() -> Arc<str> {
+    error("disconnected: your line stayed unfinished too long")
 }
 
 #[cfg(test)]
@@ -157,11 +405,34 @@ mod tests {
             Ok(Input::Quit(Some("gone fishing")))
         );
         assert_eq!(parse("/join #rust"), Ok(Input::Join("#rust")));
-        assert_eq!(parse("/msg bob"), Err("usage: /msg NAME TEXT".into()));
-        assert_eq!(parse("/nick"), Err("usage: /nick NAME".into()));
+        let error = |line| parse(line).map_err(|e| e.to_string());
+        assert_eq!(error("/msg bob"), Err("usage: /msg NAME TEXT".into()));
+        assert_eq!(error("/nick"), Err("usage: /nick NAME".into()));
         assert_eq!(
-            parse("/dance now"),
+            error("/dance now"),
             Err("unknown command /dance; /help lists the commands".into())
+        );
+    }
+
+    #[test]
+    fn who_lists_names_in_natural_order() {
+        let names = vec![
+            "guest100", "Bob", "guest23", "alice", "guest3", "guest023", "b0b",
+        ];
+        assert_eq!(
+            &*who("lobby", names),
+            "*** users in #lobby (7): alice, b0b, Bob, guest3, guest023, guest23, guest100\n"
+        );
+    }
+
+    #[test]
+    fn name_rule_is_spelled_from_the_limit() {
+        assert_eq!(
+            CommandError::InvalidName("a b".into()).to_string(),
+            "invalid name \"a b\": use 1-16 letters, digits, _ or -"
+        );
+        assert!(
+            help().contains("/nick NAME       change your name (1-16 letters, digits, _ or -)\n")
         );
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
-use futures_lite::future::FutureExt;
+use futures_lite::future::{self, FutureExt};
 use smol::{Async, Executor, Timer};
 
 use crate::connection;
@@ -148,9 +148,18 @@ impl Server {
     /// # std::io::Result::Ok(())
     /// ```
     pub async fn run(self, executor: &Executor<'_>, shutdown: impl Future<Output = ()>) {
-        // Running the executor here serves the connection tasks even when nothing else runs
-        // it; when something does, this is one more runner of the same executor.
-        executor.run(self.serve(executor, shutdown)).await;
+        // Runs the connection tasks even when nothing else runs `executor`. One task per turn,
+        // handing control back after each: when the application runs `executor` around this
+        // future on the same thread, a second full runner here would move tasks into its own
+        // queue and run them ahead of those the outer runner holds (measured: writers starved
+        // behind a flooding reader until their clients were dropped as too slow).
+        let drive = async {
+            loop {
+                executor.tick().await;
+                future::yield_now().await;
+            }
+        };
+        self.serve(executor, shutdown).or(drive).await;
     }
 
     async fn serve(self, executor: &Executor<'_>, shutdown: impl Future<Output = ()>) {
@@ -234,18 +243,18 @@ async fn accept_loop(
         };
         backoff = Duration::ZERO;
         if let Err(refusal) = hub.admit(addr) {
-            connection::refuse(stream.get_ref(), &refusal.to_string());
+            connection::refuse(stream.get_ref(), &refusal);
             continue;
         }
         net::configure(stream.get_ref(), &hub.config);
-        let admission = Admission {
+        let admitted = Admitted {
             hub: hub.clone(),
             addr,
             _done: done.clone(),
         };
         let killed = killed.clone();
         let task = async move {
-            let serve = connection::serve(&admission.hub, stream, addr);
+            let serve = connection::serve(&admitted.hub, stream, addr);
             serve
                 .or(async {
                     let _ = killed.recv().await;
@@ -259,13 +268,13 @@ async fn accept_loop(
 /// Frees the connection's place in the limits however its task ends, and only then reports
 /// the end: owning the task's clone of `done` makes the release happen before the server
 /// can see every connection ended (a struct's `drop` runs before its fields are dropped).
-struct Admission {
+struct Admitted {
     hub: Arc<Hub>,
     addr: SocketAddr,
     _done: Sender<()>,
 }
 
-impl Drop for Admission {
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.hub.release(self.addr);
     }

@@ -1,0 +1,513 @@
+//! The hub: who is connected, which room they are in, and delivering lines to them.
+//!
+//! All shared state sits behind one `Mutex`, held only for non-blocking work: delivery is
+//! `try_send` into each recipient's [`Outbox`], and nothing `.await`s while holding it. Because
+//! every delivery happens under the lock, all members of a room see its lines in the same order.
+//! The state is taken through [`Hub::lock`] only, whose guard removes the clients a delivery
+//! found over their bound when it is released, so no verb can forget to.
+//!
+//! # Layout
+//!
+//! - `directory`: joined clients by id and by name, guest numbering; a client's name and room.
+//! - `rooms`: each room's members and history; [`Rooms::broadcast`](rooms::Rooms::broadcast) is
+//!   where a line fans out.
+//! - `admission`: open connections in all and per address, where those limits are enforced.
+//! - `subscribers`: the host's event queues.
+//! - `counters`: what [`Stats`] reports.
+
+mod admission;
+mod counters;
+mod directory;
+mod rooms;
+mod subscribers;
+
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_channel::{Receiver, Sender};
+
+use crate::event::{Event, LeaveReason, Refusal};
+use crate::handle::{NotFound, RoomInfo, Stats, User};
+use crate::outbox::Outbox;
+use crate::protocol::{self, check_name, CommandError, NameError};
+use crate::sanitize::sanitize;
+use crate::Config;
+
+use admission::Admission;
+pub(crate) use counters::Counters;
+use counters::Tally;
+use directory::{Client, Directory};
+use rooms::Rooms;
+use subscribers::Subscribers;
+
+/// Identifies one connection for its whole life, whatever its name.
+pub(crate) type Id = u64;
+
+/// The room every client starts in; it exists even when empty.
+pub(crate) const LOBBY: &str = "lobby";
+
+/// Clients found over their queue bound or closed during a delivery, removed once it is over.
+type Doomed = Vec<(Id, LeaveReason)>;
+
+/// Who a host's notice goes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Audience<'a> {
+    Everyone,
+    Room(&'a str),
+    User(&'a str),
+}
+
+/// Shared by the accept loop, every connection and every [`Handle`](crate::Handle).
+#[derive(Debug)]
+pub(crate) struct Hub {
+    pub(crate) config: Config,
+    pub(crate) local_addr: SocketAddr,
+    state: Mutex<State>,
+    pub(crate) counters: Counters,
+    /// Closed to ask the server to stop; never carries a value.
+    stop: (Sender<()>, Receiver<()>),
+}
+
+/// Everything behind the lock, one part per concern.
+#[derive(Debug)]
+struct State {
+    directory: Directory,
+    rooms: Rooms,
+    admission: Admission,
+    subscribers: Subscribers,
+    tally: Tally,
+    /// Set by [`Hub::close_all`]: nobody joins any more.
+    closing: bool,
+    doomed: Doomed,
+}
+
+/// The locked state. Releasing it first removes the clients a delivery doomed, whose leave
+/// notices may doom more.
+struct Locked<'a>(MutexGuard<'a, State>);
+
+impl Deref for Locked<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Not while unwinding: a second panic would abort; the next lock settles instead.
+        if !std::thread::panicking() {
+            self.0.settle();
+        }
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(config: Config, local_addr: SocketAddr) -> Hub {
+        let state = State {
+            directory: Directory::default(),
+            rooms: Rooms::new(config.history, config.announce_limit),
+            admission: Admission::default(),
+            subscribers: Subscribers::default(),
+            tally: Tally::default(),
+            closing: false,
+            doomed: Doomed::new(),
+        };
+        Hub {
+            config,
+            local_addr,
+            state: Mutex::new(state),
+            counters: Counters::default(),
+            stop: async_channel::bounded(1),
+        }
+    }
+
+    /// Locks the state: the one way in. A panic elsewhere never leaves it half-changed in a way
+    /// that matters more than stopping the whole server would, so a poisoned lock is used as
+    /// it is.
+    fn lock(&self) -> Locked<'_> {
+        Locked(self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Asks the server to stop.
+    pub(crate) fn stop(&self) {
+        self.stop.0.close();
+    }
+
+    /// Completes once [`stop`](Self::stop) was called.
+    pub(crate) async fn stopped(&self) {
+        let _ = self.stop.1.recv().await;
+    }
+
+    // The accept loop's verbs.
+
+    /// Counts a new connection, or says why it must be refused.
+    pub(crate) fn admit(&self, addr: SocketAddr) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        let admitted = if st.closing {
+            Err(Refusal::ShuttingDown)
+        } else {
+            st.admission.admit(addr, &self.config)
+        };
+        match admitted {
+            Ok(()) => st.tally.accepted += 1,
+            Err(reason) => {
+                st.tally.refused += 1;
+                st.emit(|| Event::Refused { addr, reason });
+            }
+        }
+        admitted
+    }
+
+    /// Forgets a connection counted by [`admit`](Self::admit).
+    pub(crate) fn release(&self, addr: SocketAddr) {
+        self.lock().admission.release(addr);
+    }
+
+    // A connection's verbs: the protocol.
+
+    /// Registers an admitted connection: gives it a name, welcomes it, puts it in the lobby.
+    pub(crate) fn join(&self, addr: SocketAddr, outbox: Outbox) -> Result<Id, Refusal> {
+        let mut st = self.lock();
+        if st.closing {
+            return Err(Refusal::ShuttingDown);
+        }
+        let st = &mut *st;
+        let (id, name) = st.directory.register(addr, LOBBY.into(), outbox.clone());
+        let welcome = protocol::welcome(&name, self.config.motd.as_deref());
+        let room = st
+            .rooms
+            .enter(id, &name, LOBBY, outbox, welcome, &mut st.doomed);
+        if let Some(client) = st.directory.get_mut(id) {
+            client.room = room.clone();
+        }
+        st.rooms.announce(
+            &room,
+            || protocol::joined(&name, &room),
+            Some(id),
+            &mut st.doomed,
+        );
+        st.emit(|| Event::Joined { name, addr });
+        Ok(id)
+    }
+
+    /// A client's name and room, for the host's filter; `None` once it left.
+    pub(crate) fn identity(&self, id: Id) -> Option<(Arc<str>, Arc<str>)> {
+        let st = self.lock();
+        let client = st.directory.get(id)?;
+        Some((client.name.clone(), client.room.clone()))
+    }
+
+    /// Relays a chat line (`action` for `/me`) to the sender's room and keeps it in the room's
+    /// history.
+    pub(crate) fn say(&self, id: Id, text: &str, action: bool) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(client) = st.directory.get(id) else {
+            return;
+        };
+        let (name, room) = (client.name.clone(), client.room.clone());
+        let line = protocol::chat(&name, text, action);
+        st.rooms.broadcast(&room, &line, Some(id), &mut st.doomed);
+        st.rooms.remember(&room, line);
+        st.tally.relayed += 1;
+        st.emit_chat(|| Event::Message {
+            name,
+            room,
+            text: text.into(),
+            action,
+        });
+    }
+
+    /// Sends a private message, to anyone in any room.
+    pub(crate) fn private(&self, id: Id, to: &str, text: &str) -> Result<(), CommandError> {
+        let mut st = self.lock();
+        let Some(from) = st.directory.get(id).map(|c| c.name.clone()) else {
+            return Ok(());
+        };
+        let Some((target, client)) = st.directory.find(to) else {
+            return Err(CommandError::NoSuchUser(to.into()));
+        };
+        let target_name = client.name.clone();
+        st.send(target, &protocol::pm_from(&from, text));
+        st.send(id, &protocol::pm_to(&target_name, text));
+        st.tally.relayed += 1;
+        st.emit_chat(|| Event::Private {
+            from,
+            to: target_name,
+            text: text.into(),
+        });
+        Ok(())
+    }
+
+    /// Renames a client.
+    pub(crate) fn rename(&self, id: Id, new: &str) -> Result<(), CommandError> {
+        match check_name(new) {
+            Err(NameError::Invalid) => return Err(CommandError::InvalidName(new.into())),
+            Err(NameError::Reserved) => return Err(CommandError::ReservedName(new.into())),
+            Ok(()) => {}
+        }
+        let mut st = self.lock();
+        let old = st.directory.rename(id, new)?;
+        let Some(client) = st.directory.get(id) else {
+            return Ok(());
+        };
+        let (new, room) = (client.name.clone(), client.room.clone());
+        st.send(id, &protocol::you_are_now(&new));
+        st.broadcast(&room, &protocol::renamed(&old, &new), Some(id));
+        st.emit(|| Event::Renamed { old, new });
+        Ok(())
+    }
+
+    /// Moves a client to another room, creating it if new.
+    pub(crate) fn change_room(&self, id: Id, room: &str) -> Result<(), CommandError> {
+        let key = protocol::room_key(room).map_err(|_| CommandError::InvalidRoom(room.into()))?;
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(client) = st.directory.get(id) else {
+            return Ok(());
+        };
+        let (name, old) = (client.name.clone(), client.room.clone());
+        if *old == *key {
+            return Err(CommandError::AlreadyInRoom(old));
+        }
+        let Some(outbox) = st.rooms.leave(id, &old) else {
+            return Ok(());
+        };
+        st.rooms.announce(
+            &old,
+            || protocol::moved(&name, &old, &key),
+            None,
+            &mut st.doomed,
+        );
+        let new = st
+            .rooms
+            .enter(id, &name, &key, outbox, String::new(), &mut st.doomed);
+        if let Some(client) = st.directory.get_mut(id) {
+            client.room = new.clone();
+        }
+        st.rooms.announce(
+            &new,
+            || protocol::joined(&name, &new),
+            Some(id),
+            &mut st.doomed,
+        );
+        st.emit(|| Event::RoomChanged {
+            name,
+            from: old,
+            to: new,
+        });
+        Ok(())
+    }
+
+    /// Sends the `/who` listing of the client's room.
+    pub(crate) fn who(&self, id: Id) {
+        let mut st = self.lock();
+        let Some(room) = st.directory.get(id).map(|c| c.room.clone()) else {
+            return;
+        };
+        let names: Vec<&str> = st
+            .rooms
+            .members(&room)
+            .filter_map(|member| st.directory.get(member))
+            .map(|c| &*c.name)
+            .collect();
+        let reply = protocol::who(&room, names);
+        st.send(id, &reply);
+    }
+
+    /// Sends the `/rooms` listing.
+    pub(crate) fn list_rooms(&self, id: Id) {
+        let mut st = self.lock();
+        let mut rooms: Vec<(&str, usize)> = st.rooms.sizes().map(|(key, n)| (&**key, n)).collect();
+        rooms.sort_unstable();
+        let reply = protocol::rooms(&rooms);
+        st.send(id, &reply);
+    }
+
+    /// Queues a line for one client (replies and errors).
+    pub(crate) fn reply(&self, id: Id, line: &Arc<str>) {
+        self.lock().send(id, line);
+    }
+
+    /// Removes a client whose connection is ending; announces it unless it is already gone.
+    pub(crate) fn leave(&self, id: Id, reason: LeaveReason, farewell: Option<Arc<str>>) {
+        self.lock().remove(id, reason, farewell);
+    }
+
+    /// Starts a graceful shutdown: refuses new clients, gives every client a last notice and
+    /// closes its outbox so its writer ends after flushing.
+    pub(crate) fn close_all(&self) {
+        let mut st = self.lock();
+        st.closing = true;
+        // Everyone goes at once: no room is left to tell, so clear the tables wholesale instead
+        // of taking clients out of their rooms one by one (quadratic in a crowded room).
+        let farewell = protocol::shutting_down();
+        let clients: Vec<Client> = st.directory.drain();
+        st.rooms.clear();
+        for client in clients {
+            let _ = client.outbox.force(farewell.clone());
+            client.outbox.close();
+            st.emit(|| Event::Left {
+                name: client.name,
+                reason: LeaveReason::Shutdown,
+            });
+        }
+        st.subscribers.clear();
+    }
+
+    // What a Handle asks for.
+
+    pub(crate) fn users(&self) -> Vec<User> {
+        let st = self.lock();
+        st.directory
+            .clients()
+            .map(|c| User {
+                name: c.name.clone(),
+                room: c.room.clone(),
+                addr: c.addr,
+            })
+            .collect()
+    }
+
+    pub(crate) fn rooms(&self) -> Vec<RoomInfo> {
+        let st = self.lock();
+        st.rooms
+            .sizes()
+            .map(|(key, members)| RoomInfo {
+                name: key.clone(),
+                members,
+            })
+            .collect()
+    }
+
+    /// Sends a host's notice (`*** text`, sanitized) to its audience.
+    pub(crate) fn notice(&self, to: Audience<'_>, text: &str) -> Result<(), NotFound> {
+        let line = protocol::host_notice(text);
+        let mut st = self.lock();
+        match to {
+            Audience::Everyone => {
+                let ids: Vec<Id> = st.directory.ids().collect();
+                for id in ids {
+                    st.send(id, &line);
+                }
+            }
+            Audience::Room(room) => {
+                let key = protocol::room_key(room)
+                    .ok()
+                    .filter(|key| st.rooms.contains(key))
+                    .ok_or_else(|| NotFound::Room(room.into()))?;
+                st.broadcast(&key, &line, None);
+            }
+            Audience::User(user) => {
+                let (id, _) = st
+                    .directory
+                    .find(user)
+                    .ok_or_else(|| NotFound::User(user.into()))?;
+                st.send(id, &line);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn kick(&self, user: &str, reason: &str) -> Result<(), NotFound> {
+        let clean: Arc<str> = sanitize(reason).into();
+        let mut st = self.lock();
+        let (id, _) = st
+            .directory
+            .find(user)
+            .ok_or_else(|| NotFound::User(user.into()))?;
+        let farewell = protocol::kicked(&clean);
+        st.remove(id, LeaveReason::Kicked(clean), Some(farewell));
+        Ok(())
+    }
+
+    pub(crate) fn subscribe(&self, capacity: usize, chat: bool) -> Receiver<Event> {
+        let mut st = self.lock();
+        let events = st.subscribers.add(capacity, chat);
+        if st.closing {
+            // Shut down already: the channel closes at once.
+            st.subscribers.clear();
+        }
+        events
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let st = self.lock();
+        st.tally.stats(
+            &self.counters,
+            st.admission.open(),
+            st.subscribers.dropped(),
+        )
+    }
+}
+
+impl State {
+    /// Queues a line for one client; a client over its bound is doomed.
+    fn send(&mut self, id: Id, line: &Arc<str>) {
+        if let Some(client) = self.directory.get(id) {
+            if let Err(e) = client.outbox.push(line) {
+                self.doomed.push((id, e.into()));
+            }
+        }
+    }
+
+    /// Queues a line for every member of a room except `except`.
+    fn broadcast(&mut self, room: &str, line: &Arc<str>, except: Option<Id>) {
+        self.rooms.broadcast(room, line, except, &mut self.doomed);
+    }
+
+    /// Removes a client everywhere, queues its last line, closes its outbox and tells its room.
+    fn remove(&mut self, id: Id, reason: LeaveReason, farewell: Option<Arc<str>>) {
+        let Some(client) = self.directory.remove(id) else {
+            return;
+        };
+        self.rooms.leave(id, &client.room);
+        if let Some(line) = farewell {
+            let _ = client.outbox.force(line);
+        }
+        client.outbox.close();
+        if reason == LeaveReason::TooSlow {
+            self.tally.dropped_slow += 1;
+        }
+        if !self.closing {
+            let name = &client.name;
+            self.rooms.announce(
+                &client.room,
+                || protocol::left(name, &reason),
+                None,
+                &mut self.doomed,
+            );
+        }
+        self.emit(|| Event::Left {
+            name: client.name,
+            reason,
+        });
+    }
+
+    /// Removes the clients a delivery found over their bound; their leave notices may doom more.
+    /// Called by [`Locked`]'s `drop` only.
+    fn settle(&mut self) {
+        while let Some((id, reason)) = self.doomed.pop() {
+            let farewell = (reason == LeaveReason::TooSlow).then(protocol::too_slow);
+            self.remove(id, reason, farewell);
+        }
+    }
+
+    /// Offers an event about who is where to every subscriber.
+    fn emit(&mut self, event: impl FnOnce() -> Event) {
+        self.subscribers.offer(false, event);
+    }
+
+    /// Offers a chat line's event to the subscribers that want chat lines.
+    fn emit_chat(&mut self, event: impl FnOnce() -> Event) {
+        self.subscribers.offer(true, event);
+    }
+}
