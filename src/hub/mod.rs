@@ -511,3 +511,47 @@ impl State {
         self.subscribers.offer(true, event);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::outbox;
+
+    fn addr() -> SocketAddr {
+        "192.0.2.1:1000".parse().expect("an address")
+    }
+
+    #[test]
+    fn a_client_a_delivery_finds_full_is_gone_when_the_verb_returns() {
+        let hub = Hub::new(Config::default(), addr());
+        let (roomy, _roomy_inbox) = outbox(100, 1 << 20);
+        let sender = hub.join(addr(), roomy).expect("joined");
+        // Room for its greeting only (an empty queue always takes that).
+        let (cramped, _cramped_inbox) = outbox(1, 1 << 20);
+        hub.join(addr(), cramped).expect("joined");
+        assert_eq!(hub.users().len(), 2);
+        hub.say(sender, "hello", false);
+        let users = hub.users();
+        assert_eq!(users.len(), 1, "no verb has to remember to settle");
+        assert_eq!(&*users[0].name, "guest1");
+        assert_eq!(hub.stats().dropped_slow, 1);
+    }
+
+    #[test]
+    fn renames_and_moves_change_the_one_record_of_a_client() {
+        let hub = Hub::new(Config::default(), addr());
+        let (out, _inbox) = outbox(100, 1 << 20);
+        let id = hub.join(addr(), out).expect("joined");
+        hub.rename(id, "alice").expect("free name");
+        hub.change_room(id, "#Den").expect("valid room");
+        assert_eq!(
+            hub.identity(id)
+                .map(|(name, room)| (name.to_string(), room.to_string())),
+            Some(("alice".into(), "den".into()))
+        );
+        assert_eq!(
+            hub.change_room(id, "den"),
+            Err(CommandError::AlreadyInRoom("den".into()))
+        );
+    }
+}
