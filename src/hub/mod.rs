@@ -29,7 +29,7 @@ use async_channel::{Receiver, Sender};
 
 use crate::event::{Event, LeaveReason, Refusal};
 use crate::handle::{NotFound, RoomInfo, Stats, User};
-use crate::outbox::Outbox;
+use crate::outbox::{Backlog, Outbox, Pace};
 use crate::protocol::{self, check_name, CommandError, NameError};
 use crate::sanitize::sanitize;
 use crate::Config;
@@ -49,6 +49,60 @@ pub(crate) const LOBBY: &str = "lobby";
 
 /// Clients found over their queue bound or closed during a delivery, removed once it is over.
 type Doomed = Vec<(Id, LeaveReason)>;
+
+/// Why a client's verb did nothing.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The command failed; the error line goes back to the client.
+    Command(CommandError),
+    /// Someone it would deliver to has a full queue: wait for them with [`Held::wait`], then
+    /// do it again.
+    Held(Held),
+    /// The client is no longer in the chat (kicked, too slow, shut down): it may do nothing
+    /// more.
+    Gone,
+}
+
+impl From<CommandError> for Refused {
+    fn from(e: CommandError) -> Refused {
+        Refused::Command(e)
+    }
+}
+
+/// The congested recipients a sender must wait for before its delivery can go ahead.
+#[derive(Debug, Default)]
+pub(crate) struct Held(Vec<(Id, Pace)>);
+
+impl Held {
+    /// Looks at one recipient: one that is paced joins the list, one too slow to wait for is
+    /// doomed.
+    fn check(&mut self, id: Id, outbox: &Outbox, doomed: &mut Doomed) {
+        match outbox.backlog() {
+            Backlog::Clear => {}
+            Backlog::Paced(pace) => self.0.push((id, pace)),
+            Backlog::TooSlow => doomed.push((id, LeaveReason::TooSlow)),
+        }
+    }
+
+    /// `Err` if there is anyone to wait for.
+    fn verdict(self) -> Result<(), Refused> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Refused::Held(self))
+        }
+    }
+
+    /// Waits until every recipient has drained or left, disconnecting those that turn out too
+    /// slow to wait for (see [`Pace::wait`]).
+    pub(crate) async fn wait(self, hub: &Hub) {
+        for (id, pace) in self.0 {
+            if pace.wait().await.is_err() {
+                hub.drop_slow(id, pace.outbox());
+            }
+        }
+    }
+}
 
 /// Who a host's notice goes to.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +131,8 @@ struct State {
     admission: Admission,
     subscribers: Subscribers,
     tally: Tally,
+    /// The message of the day as sent, formatted once and shared by every client's queue.
+    motd: Option<Arc<str>>,
     /// Set by [`Hub::close_all`]: nobody joins any more.
     closing: bool,
     doomed: Doomed,
@@ -117,6 +173,7 @@ impl Hub {
             admission: Admission::default(),
             subscribers: Subscribers::default(),
             tally: Tally::default(),
+            motd: config.motd.as_deref().map(protocol::motd),
             closing: false,
             doomed: Doomed::new(),
         };
@@ -181,10 +238,13 @@ impl Hub {
         }
         let st = &mut *st;
         let (id, name) = st.directory.register(addr, LOBBY.into(), outbox.clone());
-        let welcome = protocol::welcome(&name, self.config.motd.as_deref());
-        let room = st
-            .rooms
-            .enter(id, &name, LOBBY, outbox, welcome, &mut st.doomed);
+        // A new queue is empty: what a newcomer gets first needs no pacing.
+        let _ = outbox.force(protocol::welcome(&name));
+        if let Some(motd) = &st.motd {
+            // One copy for every client, however long (up to `MAX_MOTD`).
+            let _ = outbox.force(motd.clone());
+        }
+        let room = st.rooms.enter(id, &name, LOBBY, outbox);
         if let Some(client) = st.directory.get_mut(id) {
             client.room = room.clone();
         }
@@ -207,13 +267,14 @@ impl Hub {
 
     /// Relays a chat line (`action` for `/me`) to the sender's room and keeps it in the room's
     /// history.
-    pub(crate) fn say(&self, id: Id, text: &str, action: bool) {
+    pub(crate) fn say(&self, id: Id, text: &str, action: bool) -> Result<(), Refused> {
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(client) = st.directory.get(id) else {
-            return;
-        };
+        let client = st.directory.get(id).ok_or(Refused::Gone)?;
         let (name, room) = (client.name.clone(), client.room.clone());
+        let mut held = Held::default();
+        st.rooms.hold(&room, Some(id), &mut held, &mut st.doomed);
+        held.verdict()?;
         let line = protocol::chat(&name, text, action);
         st.rooms.broadcast(&room, &line, Some(id), &mut st.doomed);
         st.rooms.remember(&room, line);
@@ -224,18 +285,22 @@ impl Hub {
             text: text.into(),
             action,
         });
+        Ok(())
     }
 
     /// Sends a private message, to anyone in any room.
-    pub(crate) fn private(&self, id: Id, to: &str, text: &str) -> Result<(), CommandError> {
+    pub(crate) fn private(&self, id: Id, to: &str, text: &str) -> Result<(), Refused> {
         let mut st = self.lock();
-        let Some(from) = st.directory.get(id).map(|c| c.name.clone()) else {
-            return Ok(());
-        };
+        let st = &mut *st;
+        let from = st.directory.get(id).ok_or(Refused::Gone)?.name.clone();
         let Some((target, client)) = st.directory.find(to) else {
-            return Err(CommandError::NoSuchUser(to.into()));
+            return Err(CommandError::NoSuchUser(to.into()).into());
         };
         let target_name = client.name.clone();
+        let mut held = Held::default();
+        held.check(target, &client.outbox, &mut st.doomed);
+        st.hold(id, &mut held);
+        held.verdict()?;
         st.send(target, &protocol::pm_from(&from, text));
         st.send(id, &protocol::pm_to(&target_name, text));
         st.tally.relayed += 1;
@@ -248,38 +313,57 @@ impl Hub {
     }
 
     /// Renames a client.
-    pub(crate) fn rename(&self, id: Id, new: &str) -> Result<(), CommandError> {
+    pub(crate) fn rename(&self, id: Id, new: &str) -> Result<(), Refused> {
         match check_name(new) {
-            Err(NameError::Invalid) => return Err(CommandError::InvalidName(new.into())),
-            Err(NameError::Reserved) => return Err(CommandError::ReservedName(new.into())),
+            Err(NameError::Invalid) => return Err(CommandError::InvalidName(new.into()).into()),
+            Err(NameError::Reserved) => return Err(CommandError::ReservedName(new.into()).into()),
             Ok(()) => {}
         }
         let mut st = self.lock();
+        let st = &mut *st;
+        let room = st.directory.get(id).ok_or(Refused::Gone)?.room.clone();
+        let mut held = Held::default();
+        st.hold(id, &mut held);
+        if st.rooms.announces(&room) {
+            st.rooms.hold(&room, Some(id), &mut held, &mut st.doomed);
+        }
+        held.verdict()?;
         let old = st.directory.rename(id, new)?;
         let Some(client) = st.directory.get(id) else {
-            return Ok(());
+            return Err(Refused::Gone);
         };
-        let (new, room) = (client.name.clone(), client.room.clone());
+        let new = client.name.clone();
         st.send(id, &protocol::you_are_now(&new));
-        st.broadcast(&room, &protocol::renamed(&old, &new), Some(id));
+        st.rooms.announce(
+            &room,
+            || protocol::renamed(&old, &new),
+            Some(id),
+            &mut st.doomed,
+        );
         st.emit(|| Event::Renamed { old, new });
         Ok(())
     }
 
     /// Moves a client to another room, creating it if new.
-    pub(crate) fn change_room(&self, id: Id, room: &str) -> Result<(), CommandError> {
+    pub(crate) fn change_room(&self, id: Id, room: &str) -> Result<(), Refused> {
         let key = protocol::room_key(room).map_err(|_| CommandError::InvalidRoom(room.into()))?;
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(client) = st.directory.get(id) else {
-            return Ok(());
-        };
+        let client = st.directory.get(id).ok_or(Refused::Gone)?;
         let (name, old) = (client.name.clone(), client.room.clone());
         if *old == *key {
-            return Err(CommandError::AlreadyInRoom(old));
+            return Err(CommandError::AlreadyInRoom(old).into());
         }
+        let mut held = Held::default();
+        st.hold(id, &mut held);
+        for room in [&*old, &key] {
+            if st.rooms.announces(room) {
+                st.rooms.hold(room, Some(id), &mut held, &mut st.doomed);
+            }
+        }
+        held.verdict()?;
         let Some(outbox) = st.rooms.leave(id, &old) else {
-            return Ok(());
+            return Err(Refused::Gone);
         };
         st.rooms.announce(
             &old,
@@ -287,9 +371,7 @@ impl Hub {
             None,
             &mut st.doomed,
         );
-        let new = st
-            .rooms
-            .enter(id, &name, &key, outbox, String::new(), &mut st.doomed);
+        let new = st.rooms.enter(id, &name, &key, outbox);
         if let Some(client) = st.directory.get_mut(id) {
             client.room = new.clone();
         }
@@ -308,11 +390,9 @@ impl Hub {
     }
 
     /// Sends the `/who` listing of the client's room.
-    pub(crate) fn who(&self, id: Id) {
+    pub(crate) fn who(&self, id: Id) -> Result<(), Refused> {
         let mut st = self.lock();
-        let Some(room) = st.directory.get(id).map(|c| c.room.clone()) else {
-            return;
-        };
+        let room = st.directory.get(id).ok_or(Refused::Gone)?.room.clone();
         let names: Vec<&str> = st
             .rooms
             .members(&room)
@@ -320,21 +400,30 @@ impl Hub {
             .map(|c| &*c.name)
             .collect();
         let reply = protocol::who(&room, names);
-        st.send(id, &reply);
+        st.reply(id, &reply)
     }
 
     /// Sends the `/rooms` listing.
-    pub(crate) fn list_rooms(&self, id: Id) {
+    pub(crate) fn list_rooms(&self, id: Id) -> Result<(), Refused> {
         let mut st = self.lock();
         let mut rooms: Vec<(&str, usize)> = st.rooms.sizes().map(|(key, n)| (&**key, n)).collect();
         rooms.sort_unstable();
         let reply = protocol::rooms(&rooms);
-        st.send(id, &reply);
+        st.reply(id, &reply)
     }
 
     /// Queues a line for one client (replies and errors).
-    pub(crate) fn reply(&self, id: Id, line: &Arc<str>) {
-        self.lock().send(id, line);
+    pub(crate) fn reply(&self, id: Id, line: &Arc<str>) -> Result<(), Refused> {
+        self.lock().reply(id, line)
+    }
+
+    /// Disconnects a recipient that a paced sender found too slow, unless it already left (or
+    /// the id is someone else's by now, which it cannot be: ids are never reused).
+    pub(crate) fn drop_slow(&self, id: Id, outbox: &Outbox) {
+        let mut st = self.lock();
+        if st.directory.get(id).is_some_and(|c| c.outbox.same(outbox)) {
+            st.remove(id, LeaveReason::TooSlow, Some(protocol::too_slow()));
+        }
     }
 
     /// Removes a client whose connection is ending; announces it unless it is already gone.
@@ -450,6 +539,25 @@ impl Hub {
 }
 
 impl State {
+    /// Adds a client to `held` if its own queue is full (for what it is sent back).
+    fn hold(&mut self, id: Id, held: &mut Held) {
+        if let Some(client) = self.directory.get(id) {
+            held.check(id, &client.outbox, &mut self.doomed);
+        }
+    }
+
+    /// Sends a client a reply, once its own queue has room.
+    fn reply(&mut self, id: Id, line: &Arc<str>) -> Result<(), Refused> {
+        if self.directory.get(id).is_none() {
+            return Err(Refused::Gone);
+        }
+        let mut held = Held::default();
+        self.hold(id, &mut held);
+        held.verdict()?;
+        self.send(id, line);
+        Ok(())
+    }
+
     /// Queues a line for one client; a client over its bound is doomed.
     fn send(&mut self, id: Id, line: &Arc<str>) {
         if let Some(client) = self.directory.get(id) {
@@ -515,7 +623,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::outbox;
+    use crate::outbox::testing::outbox;
 
     fn addr() -> SocketAddr {
         "192.0.2.1:1000".parse().expect("an address")
@@ -525,16 +633,37 @@ mod tests {
     fn a_client_a_delivery_finds_full_is_gone_when_the_verb_returns() {
         let hub = Hub::new(Config::default(), addr());
         let (roomy, _roomy_inbox) = outbox(100, 1 << 20);
-        let sender = hub.join(addr(), roomy).expect("joined");
-        // Room for its greeting only (an empty queue always takes that).
+        hub.join(addr(), roomy).expect("joined");
+        // Room for its welcome and greeting, which are forced, and nothing more.
         let (cramped, _cramped_inbox) = outbox(1, 1 << 20);
         hub.join(addr(), cramped).expect("joined");
         assert_eq!(hub.users().len(), 2);
-        hub.say(sender, "hello", false);
+        // A host's notice cannot wait: past the hard cap, the recipient goes.
+        hub.notice(Audience::Everyone, "hello").expect("everyone");
         let users = hub.users();
         assert_eq!(users.len(), 1, "no verb has to remember to settle");
         assert_eq!(&*users[0].name, "guest1");
         assert_eq!(hub.stats().dropped_slow, 1);
+    }
+
+    #[test]
+    fn a_congested_recipient_holds_its_senders_back_and_gets_nothing_more() {
+        let hub = Hub::new(Config::default(), addr());
+        let (roomy, _roomy_inbox) = outbox(100, 1 << 20);
+        let sender = hub.join(addr(), roomy).expect("joined");
+        let (cramped, mut cramped_inbox) = outbox(1, 1 << 20);
+        hub.join(addr(), cramped).expect("joined");
+        assert!(matches!(
+            hub.say(sender, "hello", false),
+            Err(Refused::Held(_))
+        ));
+        let queued = crate::outbox::testing::drain(&mut cramped_inbox);
+        assert!(!queued.contains("hello"), "held lines are not delivered");
+        assert!(
+            hub.say(sender, "hello", false).is_ok(),
+            "drained: delivered"
+        );
+        assert_eq!(hub.users().len(), 2);
     }
 
     #[test]
@@ -549,9 +678,9 @@ mod tests {
                 .map(|(name, room)| (name.to_string(), room.to_string())),
             Some(("alice".into(), "den".into()))
         );
-        assert_eq!(
+        assert!(matches!(
             hub.change_room(id, "den"),
-            Err(CommandError::AlreadyInRoom("den".into()))
-        );
+            Err(Refused::Command(CommandError::AlreadyInRoom(room))) if &*room == "den"
+        ));
     }
 }
