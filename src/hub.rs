@@ -36,6 +36,17 @@ pub(crate) enum Audience<'a> {
 /// Longest `/who` or `/rooms` listing, so a reply stays far below any queue bound.
 const MAX_LISTED: usize = 100;
 
+/// One `*** motd: ` notice per line of `motd`.
+fn format_motd(motd: &str) -> Arc<str> {
+    let mut lines = String::new();
+    for line in motd.lines() {
+        lines.push_str("*** motd: ");
+        sanitize_into(&mut lines, line);
+        lines.push('\n');
+    }
+    lines.into()
+}
+
 /// Shared by the accept loop, every connection and every [`Handle`](crate::Handle).
 #[derive(Debug)]
 pub(crate) struct Hub {
@@ -45,6 +56,9 @@ pub(crate) struct Hub {
     pub(crate) counters: Counters,
     /// Closed to ask the server to stop; never carries a value.
     stop: (Sender<()>, Receiver<()>),
+    /// The message of the day as sent (`*** motd: ` lines), formatted once; the host may
+    /// replace it while the server runs.
+    motd: Mutex<Option<Arc<str>>>,
 }
 
 /// Counters updated outside the lock.
@@ -135,12 +149,19 @@ impl Hub {
             events_dropped: 0,
         };
         Hub {
-            config,
             local_addr,
             state: Mutex::new(state),
             counters: Counters::default(),
             stop: async_channel::bounded(1),
+            motd: Mutex::new(config.motd.as_deref().map(format_motd)),
+            config,
         }
+    }
+
+    /// Replaces the message of the day shown to clients that connect from now on.
+    pub(crate) fn set_motd(&self, motd: Option<&str>) {
+        let motd = motd.map(format_motd);
+        *self.motd.lock().unwrap_or_else(PoisonError::into_inner) = motd;
     }
 
     /// Locks the state. A panic elsewhere never leaves it half-changed in a way that matters
@@ -218,12 +239,8 @@ impl Hub {
         let room = st.lobby.clone();
 
         let mut welcome = format!("*** welcome to smolchat, {name}! /help lists the commands\n");
-        if let Some(motd) = &self.config.motd {
-            for line in motd.lines() {
-                welcome.push_str("*** motd: ");
-                sanitize_into(&mut welcome, line);
-                welcome.push('\n');
-            }
+        if let Some(motd) = &*self.motd.lock().unwrap_or_else(PoisonError::into_inner) {
+            welcome.push_str(motd);
         }
         st.enter(id, name.clone(), room.clone(), outbox.clone(), welcome);
         st.clients.insert(

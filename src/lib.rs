@@ -85,7 +85,7 @@ mod protocol;
 mod sanitize;
 mod server;
 
-pub use config::{Config, Draft, Filter, Verdict};
+pub use config::{Config, ConfigError, Draft, Filter, Verdict};
 pub use event::{Event, LeaveReason, Refusal, Stats};
 pub use framing::{Frame, Framer};
 pub use handle::{Handle, NotFound, RoomInfo, User};
