@@ -136,3 +136,26 @@ pub fn run(args: &[&str]) -> io::Result<(Option<i32>, String, String)> {
         String::from_utf8_lossy(&output.stderr).into(),
     ))
 }
+
+/// Splits a log line `2026-01-02T03:04:05.678Z LEVEL message` into level and message, checking
+/// the timestamp's shape.
+pub fn log_parts(line: &str) -> Option<(&str, &str)> {
+    let (time, rest) = line.split_once(' ')?;
+    let shape = time.len() == 24
+        && time.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            19 => b == b'.',
+            23 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    let (level, message) = rest.split_once(' ')?;
+    (shape && ["ERROR", "WARN", "NOTICE", "INFO", "DEBUG"].contains(&level))
+        .then_some((level, message))
+}
+
+/// The message of a log line at `level`, if it is one.
+pub fn log_message<'a>(line: &'a str, level: &str) -> Option<&'a str> {
+    log_parts(line).filter(|(l, _)| *l == level).map(|(_, m)| m)
+}
