@@ -49,6 +49,11 @@ impl Binary {
         recv_until(&self.stderr, "stderr", pred)
     }
 
+    /// The next stderr line, if one arrives within `within`.
+    pub fn stderr_next(&mut self, within: Duration) -> Option<String> {
+        self.stderr.recv_timeout(within).ok()
+    }
+
     /// Sends a signal (by name, e.g. "TERM") to the process.
     pub fn signal(&self, name: &str) -> io::Result<()> {
         let status = Command::new("kill")
