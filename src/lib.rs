@@ -66,10 +66,11 @@
 //! - `hub`: the shared state (clients, names, rooms, history) behind one mutex, and delivery.
 //! - `outbox`: a client's bounded queue of lines waiting to be written.
 //! - `connection`: one client's reader (lines to chat) and writer (outbox to socket).
-//! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines, safe text, commands.
+//! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines (and answers to telnet),
+//!   safe text, commands.
 //! - `handle`, `event`: the host's view: [`Handle`], [`Event`], [`Stats`].
-//! - `config`: [`Config`], every limit with the reason for its default.
-//! - `net`: socket options std lacks (listen backlog, keepalive timing).
+//! - `config`: [`Config`], every limit with the reason for its default, and its validation.
+//! - `net`: socket options std lacks (listen backlog, keepalive timing, TCP user timeout).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
