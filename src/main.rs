@@ -530,6 +530,15 @@ fn main() -> ExitCode {
 }
 
 fn serve(options: Options, log: &Log) -> ExitCode {
+    // First, so that no signal meant for a graceful shutdown or a reload kills the process
+    // while it starts.
+    let signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            log.error(format_args!("cannot handle signals: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
     let port = options.port;
     let shown = if options.host.contains(':') {
         format!("[{}]:{port}", options.host)
@@ -565,13 +574,6 @@ fn serve(options: Options, log: &Log) -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         addr.port()
     ));
-    let signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
-        Ok(signals) => signals,
-        Err(e) => {
-            log.error(format_args!("cannot handle signals: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
     let handle = server.handle();
     let ex = Arc::new(Executor::new());
     let (stop, stopped) = async_channel::bounded::<()>(1);
