@@ -9,14 +9,21 @@ use std::process::{Command, Stdio};
 use common::process::wait_timeout;
 use common::TestServer;
 
-/// The example, built by `cargo test` next to the test executables' directory.
+/// The example, which `cargo test` builds beside the test executables (`cargo test --test
+/// example_client` alone does not: build it with `cargo build --examples` first).
 fn chat_client() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let debug = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target dir");
-    debug.join("examples").join("chat-client")
+    let path = debug.join("examples").join("chat-client");
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo test`",
+        path.display()
+    );
+    path
 }
 
 fn run(args: &[&str]) -> io::Result<(Option<i32>, String, String)> {
