@@ -286,13 +286,23 @@ fn sigterm_shuts_down_even_when_stderr_is_a_closed_pipe() -> io::Result<()> {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     // As `smolchat 2>&1 | head -1`: the log's reader goes away after the first line.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_smolchat"))
-        .args(["--bind", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().expect("piped stderr");
+    /// Kills the server if the test fails before it exits: the bug was that it never did.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_smolchat"))
+            .args(["--bind", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let stderr = child.0.stderr.take().expect("piped stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut first = String::new();
@@ -311,13 +321,13 @@ fn sigterm_shuts_down_even_when_stderr_is_a_closed_pipe() -> io::Result<()> {
         // Its join is logged into the closed pipe.
         let mut client = Client::connect(addr).await?;
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &child.0.id().to_string()])
             .status()?;
         assert!(status.success());
         client.expect("*** server is shutting down").await?;
         client.expect_eof().await
     })?;
-    let status = common::process::wait_timeout(&mut child, common::TIMEOUT)?;
+    let status = common::process::wait_timeout(&mut child.0, common::TIMEOUT)?;
     assert_eq!(status.code(), Some(0));
     Ok(())
 }
