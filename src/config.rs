@@ -1,5 +1,7 @@
-//! Server configuration: every limit, with the reason for its default.
+//! Server configuration: every limit, with the reason for its default, and the check that the
+//! limits make sense together.
 
+use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,8 +65,10 @@ pub struct Config {
     /// How long a graceful shutdown waits for queued lines to be written (default 5 s).
     pub shutdown_grace: Duration,
     /// Idle time before TCP keepalive probes check that a silent peer still exists
-    /// (default 60 s; `None` leaves the system default, typically two hours). A vanished peer is
-    /// dropped after about twice this time.
+    /// (default 60 s, whole seconds from 1 to [`Config::MAX_KEEPALIVE`]; `None` leaves the system
+    /// default, typically two hours). A vanished peer is dropped after about twice this time,
+    /// or twice `write_timeout` if that is longer, even while lines are being sent to it (the
+    /// kernel's `TCP_USER_TIMEOUT`).
     pub keepalive: Option<Duration>,
     /// Messages each room keeps and replays to clients that join it (default 20; `0` disables).
     pub history: usize,
@@ -72,8 +76,9 @@ pub struct Config {
     /// members every join costs N lines, so a crowd of N joining would cost N² lines; beyond
     /// this size rooms stay quiet about arrivals and departures, as large IRC channels do.
     pub announce_limit: usize,
-    /// Message of the day shown to every client on connect (default none). Each of its lines
-    /// becomes one notice.
+    /// Message of the day shown to every client on connect (default none), at most
+    /// [`Config::MAX_MOTD`] bytes. Each of its lines becomes one notice.
+    /// [`Handle::set_motd`](crate::Handle::set_motd) replaces it while the server runs.
     pub motd: Option<String>,
     /// Listen backlog for [`Server::bind`](crate::Server::bind) (default 4096; the kernel caps
     /// it at `net.core.somaxconn`). A short backlog overflows under a burst of connects, and each
@@ -190,6 +195,194 @@ impl Default for Config {
             nodelay: true,
             filter: None,
         }
+    }
+}
+
+impl Config {
+    /// Largest message of the day, in bytes. Every client is sent it on connect, so it must stay a
+    /// few screens of text, not a file that multiplies by the number of clients.
+    pub const MAX_MOTD: usize = 64 * 1024;
+
+    /// Longest accepted timeout or grace period. Longer than any useful setting, and far from where
+    /// time arithmetic overflows (a `Duration` of 10^19 s panics when added to an `Instant`).
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// Shortest accepted timeout or grace period: zero would disconnect at the first wait.
+    pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+    /// Slowest flood rate other than `0` (off): one line every 1000 seconds. Slower rates only make
+    /// delays that overflow time arithmetic.
+    pub const MIN_FLOOD_RATE: f64 = 0.001;
+
+    /// Longest keepalive idle time the kernel accepts (Linux's `MAX_TCP_KEEPIDLE`, seconds).
+    pub const MAX_KEEPALIVE: Duration = Duration::from_secs(32_767);
+
+    /// Checks every value, so a typo is refused at start instead of making a server that
+    /// drops everyone. [`Server::bind`](crate::Server::bind) and
+    /// [`Server::from_listener`](crate::Server::from_listener) call it.
+    ///
+    /// # Errors
+    ///
+    /// The first field whose value is out of range, with the range it must be in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use smolchat::{Config, ConfigError};
+    ///
+    /// assert!(Config::default().validate().is_ok());
+    /// let config = Config { queue_lines: 0, ..Config::default() };
+    /// let error = config.validate().unwrap_err();
+    /// assert_eq!(error, ConfigError::Zero("queue_lines"));
+    /// assert_eq!(error.field(), "queue_lines");
+    /// assert_eq!(error.to_string(), "queue_lines must be at least 1");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_line", self.max_line),
+            ("queue_lines", self.queue_lines),
+            ("queue_bytes", self.queue_bytes),
+            ("max_clients", self.max_clients),
+            ("max_per_ip", self.max_per_ip),
+            ("flood_burst", self.flood_burst as usize),
+            ("backlog", self.backlog as usize),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Zero(field));
+        }
+        let needed = longest_queued_line(self.max_line);
+        if self.queue_bytes < needed {
+            return Err(ConfigError::QueueTooSmall { needed });
+        }
+        let rate = self.flood_rate;
+        if !(rate == 0.0 || (rate.is_finite() && rate >= Config::MIN_FLOOD_RATE)) {
+            return Err(ConfigError::FloodRate);
+        }
+        for (field, value) in [
+            ("write_timeout", self.write_timeout),
+            ("stall_timeout", self.stall_timeout),
+            ("partial_line_timeout", self.partial_line_timeout),
+            ("shutdown_grace", self.shutdown_grace),
+        ] {
+            if !(Config::MIN_TIMEOUT..=Config::MAX_TIMEOUT).contains(&value) {
+                return Err(ConfigError::Timeout(field));
+            }
+        }
+        if let Some(idle) = self.keepalive {
+            if idle.subsec_nanos() != 0
+                || !(Duration::from_secs(1)..=Config::MAX_KEEPALIVE).contains(&idle)
+            {
+                return Err(ConfigError::Keepalive);
+            }
+        }
+        if let Some(motd) = &self.motd {
+            if motd.len() > Config::MAX_MOTD {
+                return Err(ConfigError::MotdTooLong(motd.len()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most a queue must hold to take one line of `max_line` bytes: every byte may become a
+/// three-byte U+FFFD, behind a prefix such as `[pm from NAME] ` and the line's bookkeeping.
+fn longest_queued_line(max_line: usize) -> usize {
+    max_line.saturating_mul(3).saturating_add(256)
+}
+
+/// A [`Config`] value out of range, from [`Config::validate`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use smolchat::Config;
+///
+/// let config = Config { write_timeout: Duration::ZERO, ..Config::default() };
+/// let error = config.validate().unwrap_err();
+/// assert_eq!(error.field(), "write_timeout");
+/// assert_eq!(error.to_string(), "write_timeout must be between 0.001 and 86400 seconds");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// This field must be at least 1.
+    Zero(&'static str),
+    /// `queue_bytes` cannot hold one longest line (`max_line`): it must be at least `needed`.
+    QueueTooSmall {
+        /// The smallest `queue_bytes` that holds a line of `max_line` bytes.
+        needed: usize,
+    },
+    /// `flood_rate` is neither `0` nor a finite rate of at least [`Config::MIN_FLOOD_RATE`].
+    FloodRate,
+    /// This timeout is outside [`Config::MIN_TIMEOUT`]..=[`Config::MAX_TIMEOUT`].
+    Timeout(&'static str),
+    /// `keepalive` is not a whole number of seconds from 1 to [`Config::MAX_KEEPALIVE`].
+    Keepalive,
+    /// `motd` is longer than [`Config::MAX_MOTD`]; holds its length.
+    MotdTooLong(usize),
+}
+
+impl ConfigError {
+    /// The name of the [`Config`] field that is out of range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = smolchat::Config { flood_rate: f64::NAN, ..smolchat::Config::default() };
+    /// assert_eq!(config.validate().unwrap_err().field(), "flood_rate");
+    /// ```
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::Zero(field) | ConfigError::Timeout(field) => field,
+            ConfigError::QueueTooSmall { .. } => "queue_bytes",
+            ConfigError::FloodRate => "flood_rate",
+            ConfigError::Keepalive => "keepalive",
+            ConfigError::MotdTooLong(_) => "motd",
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Zero(field) => write!(f, "{field} must be at least 1"),
+            ConfigError::QueueTooSmall { needed } => write!(
+                f,
+                "queue_bytes must be at least {needed} to hold one line of max_line bytes"
+            ),
+            ConfigError::FloodRate => write!(
+                f,
+                "flood_rate must be 0 (off) or a number of lines per second from {}",
+                Config::MIN_FLOOD_RATE
+            ),
+            ConfigError::Timeout(field) => write!(
+                f,
+                "{field} must be between {} and {} seconds",
+                Config::MIN_TIMEOUT.as_secs_f64(),
+                Config::MAX_TIMEOUT.as_secs()
+            ),
+            ConfigError::Keepalive => write!(
+                f,
+                "keepalive must be a whole number of seconds from 1 to {}",
+                Config::MAX_KEEPALIVE.as_secs()
+            ),
+            ConfigError::MotdTooLong(len) => {
+                write!(
+                    f,
+                    "motd is {len} bytes, more than the limit of {}",
+                    Config::MAX_MOTD
+                )
+            }
+        }
+    }
+}
+
+impl Error for ConfigError {}
+
+impl From<ConfigError> for std::io::Error {
+    fn from(e: ConfigError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
     }
 }
 

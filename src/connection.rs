@@ -23,7 +23,7 @@ use crate::config::{Draft, Verdict};
 use crate::event::{LeaveReason, Refusal};
 use crate::framing::{Frame, Framer};
 use crate::hub::{Hub, Id, Refused};
-use crate::outbox::{cost, outbox, Inbox, Item, Limits};
+use crate::outbox::{cost, outbox, Backlog, Inbox, Item, Limits, Outbox};
 use crate::protocol::{self, CommandError, Input};
 use crate::sanitize::sanitize;
 use crate::Config;
@@ -49,7 +49,7 @@ type Ending = (LeaveReason, Option<Arc<str>>);
 /// Serves one admitted client until it leaves, is removed, or its socket fails.
 pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr) {
     let (outbox, inbox) = outbox(Limits::from(&hub.config));
-    let id = match hub.join(addr, outbox) {
+    let id = match hub.join(addr, outbox.clone()) {
         Ok(id) => id,
         Err(refusal) => return refuse(&stream, &refusal).await,
     };
@@ -59,7 +59,7 @@ pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr)
         left: false,
     };
     let mut writer = pin!(write_loop(&stream, inbox, &hub.config));
-    let reader = async { Ok(read_loop(&stream, hub, id).await) };
+    let reader = async { Ok(read_loop(&stream, hub, id, &outbox).await) };
     match reader.or(async { Err(writer.as_mut().await) }).await {
         Ok((reason, farewell)) => {
             registration.leave(reason, farewell);
@@ -103,7 +103,7 @@ impl Drop for Registration<'_> {
     }
 }
 
-async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, id: Id) -> Ending {
+async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, id: Id, outbox: &Outbox) -> Ending {
     let config = &hub.config;
     let mut framer = Framer::new(config.max_line);
     let mut flood = Flood::new(config);
@@ -112,6 +112,11 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, id: Id) -> Ending {
     let mut read_more = false;
     let mut ended = false;
     loop {
+        if let Some(answer) = framer.take_replies() {
+            if let Some(ending) = answer_telnet(hub, id, outbox, answer).await {
+                return ending;
+            }
+        }
         // At end of input, an unfinished last line is a line like any other.
         while let Some(frame) = if ended {
             framer.finish()
@@ -221,6 +226,23 @@ async fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
             Err(Refused::Held(held)) => held.wait(hub).await,
             Err(Refused::Command(e)) => return send(hub, id, &protocol::error(e)).await,
             Err(Refused::Gone) => return Some(gone()),
+        }
+    }
+}
+
+/// Queues the answers to a telnet client's negotiation: bytes, not text, for this client only,
+/// so like its replies they wait while its own queue is full.
+async fn answer_telnet(hub: &Hub, id: Id, outbox: &Outbox, answer: Vec<u8>) -> Option<Ending> {
+    loop {
+        match outbox.backlog() {
+            Backlog::Clear => {
+                return outbox.push_item(answer.into()).is_err().then(gone);
+            }
+            Backlog::Paced(pace) if pace.wait().await.is_ok() => {}
+            Backlog::Paced(_) | Backlog::TooSlow => {
+                hub.drop_slow(id, outbox);
+                return Some(gone());
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_channel::Receiver;
 
+use crate::config::{Config, ConfigError};
 use crate::event::Event;
 use crate::hub::{Audience, Hub};
 
@@ -303,6 +304,31 @@ impl Handle {
     /// ```
     pub fn subscribe_presence(&self, capacity: usize) -> Receiver<Event> {
         self.hub.subscribe(capacity, false)
+    }
+
+    /// Replaces the message of the day ([`Config::motd`]) for clients that connect from now on;
+    /// `None` removes it. Clients already connected are not sent it again.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::MotdTooLong`] if it is longer than [`Config::MAX_MOTD`]; the old one stays.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// let handle = server.handle();
+    /// assert!(handle.set_motd(Some("maintenance tonight")).is_ok());
+    /// assert!(handle.set_motd(Some(&"x".repeat(1 << 20))).is_err());
+    /// handle.set_motd(None)?;
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn set_motd(&self, motd: Option<&str>) -> Result<(), ConfigError> {
+        if let Some(len) = motd.map(str::len).filter(|&len| len > Config::MAX_MOTD) {
+            return Err(ConfigError::MotdTooLong(len));
+        }
+        self.hub.set_motd(motd);
+        Ok(())
     }
 
     /// Starts a graceful shutdown, as if the shutdown future given to

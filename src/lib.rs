@@ -67,11 +67,11 @@
 //!   (members, history, the fan-out), `admission` (connection limits), `subscribers`, `counters`.
 //! - `outbox`: a client's bounded queue of lines waiting to be written.
 //! - `connection`: one client's reader (lines to chat) and writer (outbox to socket).
-//! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines, safe text, commands,
-//!   and every line the server sends.
+//! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines (and answers to telnet),
+//!   safe text, commands, and every line the server sends.
 //! - `handle`, `event`: the host's view: [`Handle`], [`Stats`], [`Event`].
-//! - `config`: [`Config`], every limit with the reason for its default.
-//! - `net`: socket options std lacks (listen backlog, keepalive timing).
+//! - `config`: [`Config`], every limit with the reason for its default, and its validation.
+//! - `net`: socket options std lacks (listen backlog, keepalive timing, TCP user timeout).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -87,7 +87,7 @@ mod protocol;
 mod sanitize;
 mod server;
 
-pub use config::{Config, Draft, Filter, Verdict};
+pub use config::{Config, ConfigError, Draft, Filter, Verdict};
 pub use event::{Event, LeaveReason, Refusal};
 pub use handle::{Handle, NotFound, RoomInfo, Stats, User};
 pub use server::Server;

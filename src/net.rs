@@ -1,4 +1,5 @@
-//! Socket setup that `std` does not offer: the listen backlog and TCP keepalive timing.
+//! Socket setup that `std` does not offer: the listen backlog, TCP keepalive timing and the
+//! TCP user timeout.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -26,12 +27,29 @@ pub(crate) fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> 
     Ok(TcpListener::from(socket))
 }
 
+/// How long a peer may leave what was sent to it unacknowledged before the kernel drops the
+/// connection (`TCP_USER_TIMEOUT`): twice the keepalive time or twice `write_timeout`,
+/// whichever is longer.
+///
+/// Keepalive alone finds a vanished peer only while nothing is being sent to it: in a room with
+/// any traffic, the unacknowledged data stops the probes, and the send buffer takes minutes to
+/// fill, so neither keepalive nor `write_timeout` fired until the kernel gave up retransmitting
+/// (measured: 930–960 s). With this bound a vanished peer goes within it whether or not lines
+/// are sent to it. Twice `write_timeout` leaves a stalled but present reader to the server's own
+/// write timeout, which fires first and says why.
+pub(crate) fn user_timeout(config: &Config) -> Duration {
+    let keepalive = config.keepalive.unwrap_or(Duration::ZERO);
+    keepalive.max(config.write_timeout).saturating_mul(2)
+}
+
 /// Sets the options every client socket gets. Best effort: a socket that refuses an option
 /// still works, so errors are ignored.
 pub(crate) fn configure(stream: &TcpStream, config: &Config) {
     if config.nodelay {
         let _ = stream.set_nodelay(true);
     }
+    let user_timeout = u32::try_from(user_timeout(config).as_millis()).unwrap_or(u32::MAX);
+    let _ = sockopt::set_tcp_user_timeout(stream, user_timeout);
     if let Some(idle) = config.keepalive {
         let idle = idle.max(Duration::from_secs(1));
         let _ = sockopt::set_socket_keepalive(stream, true);
@@ -63,7 +81,23 @@ mod tests {
         assert_eq!(sockopt::tcp_keepidle(&accepted)?, Duration::from_secs(20));
         assert_eq!(sockopt::tcp_keepintvl(&accepted)?, Duration::from_secs(5));
         assert_eq!(sockopt::tcp_keepcnt(&accepted)?, KEEPALIVE_PROBES);
+        // Twice the longer of keepalive (20 s) and write_timeout (30 s).
+        assert_eq!(sockopt::tcp_user_timeout(&accepted)?, 60_000);
         Ok(())
+    }
+
+    #[test]
+    fn user_timeout_follows_keepalive_and_write_timeout() {
+        let secs = Duration::from_secs;
+        let with = |keepalive, write_timeout| Config {
+            keepalive,
+            write_timeout,
+            ..Config::default()
+        };
+        assert_eq!(user_timeout(&Config::default()), secs(120));
+        assert_eq!(user_timeout(&with(Some(secs(2)), secs(2))), secs(4));
+        assert_eq!(user_timeout(&with(Some(secs(2)), secs(30))), secs(60));
+        assert_eq!(user_timeout(&with(None, secs(30))), secs(60));
     }
 
     #[test]

@@ -48,7 +48,9 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// When `addr` does not resolve or no address can be bound (in use, permission denied…).
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput) naming the field when a `config` value is
+    /// out of range ([`Config::validate`]); otherwise when `addr` does not resolve or no address
+    /// can be bound (in use, permission denied…).
     ///
     /// # Examples
     ///
@@ -58,6 +60,7 @@ impl Server {
     /// # std::io::Result::Ok(())
     /// ```
     pub fn bind(addr: impl ToSocketAddrs, config: Config) -> io::Result<Server> {
+        config.validate()?;
         let mut last_error = None;
         for addr in addr.to_socket_addrs()? {
             match net::listen(addr, config.backlog) {
@@ -74,7 +77,9 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// When the listener's address cannot be read or it cannot be made non-blocking.
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput) naming the field when a `config` value is
+    /// out of range ([`Config::validate`]); otherwise when the listener's address cannot be read
+    /// or it cannot be made non-blocking.
     ///
     /// # Examples
     ///
@@ -85,6 +90,7 @@ impl Server {
     /// # std::io::Result::Ok(())
     /// ```
     pub fn from_listener(listener: TcpListener, config: Config) -> io::Result<Server> {
+        config.validate()?;
         let local_addr = listener.local_addr()?;
         let listener = Async::new(listener)?;
         Ok(Server {

@@ -193,6 +193,11 @@ impl Hub {
         Locked(self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Replaces the message of the day for clients that connect from now on.
+    pub(crate) fn set_motd(&self, motd: Option<&str>) {
+        self.lock().motd = motd.map(protocol::motd);
+    }
+
     /// Asks the server to stop.
     pub(crate) fn stop(&self) {
         self.stop.0.close();

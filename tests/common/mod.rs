@@ -201,6 +201,13 @@ impl Client {
         Ok(())
     }
 
+    /// Reads exactly `n` bytes, whatever they are (telnet answers are not lines).
+    pub async fn bytes(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0; n];
+        timeout(self.reader.read_exact(&mut bytes)).await?;
+        Ok(bytes)
+    }
+
     /// Reads everything until the server closes the connection.
     pub async fn rest(&mut self) -> io::Result<String> {
         let mut rest = Vec::new();

@@ -49,6 +49,11 @@ impl Binary {
         recv_until(&self.stderr, "stderr", pred)
     }
 
+    /// The next stderr line, if one arrives within `within`.
+    pub fn stderr_next(&mut self, within: Duration) -> Option<String> {
+        self.stderr.recv_timeout(within).ok()
+    }
+
     /// Sends a signal (by name, e.g. "TERM") to the process.
     pub fn signal(&self, name: &str) -> io::Result<()> {
         let status = Command::new("kill")
@@ -135,4 +140,27 @@ pub fn run(args: &[&str]) -> io::Result<(Option<i32>, String, String)> {
         String::from_utf8_lossy(&output.stdout).into(),
         String::from_utf8_lossy(&output.stderr).into(),
     ))
+}
+
+/// Splits a log line `2026-01-02T03:04:05.678Z LEVEL message` into level and message, checking
+/// the timestamp's shape.
+pub fn log_parts(line: &str) -> Option<(&str, &str)> {
+    let (time, rest) = line.split_once(' ')?;
+    let shape = time.len() == 24
+        && time.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            19 => b == b'.',
+            23 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    let (level, message) = rest.split_once(' ')?;
+    (shape && ["ERROR", "WARN", "NOTICE", "INFO", "DEBUG"].contains(&level))
+        .then_some((level, message))
+}
+
+/// The message of a log line at `level`, if it is one.
+pub fn log_message<'a>(line: &'a str, level: &str) -> Option<&'a str> {
+    log_parts(line).filter(|(l, _)| *l == level).map(|(_, m)| m)
 }
