@@ -6,19 +6,8 @@ mod common;
 use std::io;
 
 use common::process::Binary;
+use common::procfs::rss_kib;
 use common::Client;
-
-fn rss_kib(pid: u32) -> io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or_else(|| io::Error::other("no VmRSS"))?;
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| io::Error::other("bad VmRSS"))
-}
 
 #[test]
 fn two_hundred_megabytes_without_a_newline_keep_memory_flat() -> io::Result<()> {
