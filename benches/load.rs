@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench -- fanout --clients 1000 --senders 10 --messages 100 --runs 5
-//! cargo bench -- latency | idle | slow | ceiling | all
+//! cargo bench -- latency | idle | slow | blast | ceiling | worst | all
 //! cargo bench -- fanout --addr 127.0.0.1:8888     # a running server (no CPU or memory figures)
 //! cargo bench -- --threads 1                      # server executor threads (default: cores)
 //! ```
@@ -133,7 +133,7 @@ impl Options {
         }
         if o.scenarios.is_empty() || o.scenarios.iter().any(|s| s == "all") {
             o.scenarios = [
-                "ceiling", "fanout", "naive", "latency", "idle", "slow", "worst",
+                "ceiling", "fanout", "naive", "latency", "idle", "slow", "blast", "worst",
             ]
             .map(String::from)
             .to_vec();

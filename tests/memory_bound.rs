@@ -1,5 +1,5 @@
-//! Memory stays bounded whatever a client sends: 200 MB without a newline costs the server
-//! less than 1 MiB.
+//! Memory stays bounded whatever a client sends: 200 MB without a newline leave the server's
+//! memory flat.
 
 mod common;
 
@@ -34,7 +34,9 @@ fn two_hundred_megabytes_without_a_newline_keep_memory_flat() -> io::Result<()> 
         c[1].until(|l| l.ends_with(": after the flood")).await?;
 
         let grown = rss_kib(pid)?.saturating_sub(before);
-        assert!(grown < 1024, "RSS grew by {grown} KiB");
+        // Measured: 8-28 KiB. A server that buffered the unfinished line would grow by the
+        // 200 MiB it was sent; 16 MiB leaves the allocator and a busy machine room to spare.
+        assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
         eprintln!("RSS grew by {grown} KiB after 200 MB without a newline");
         Ok(())
     })
