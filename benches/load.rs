@@ -14,6 +14,8 @@
 //! 127.0.0.1:0 with flood control off and every other default on, so its CPU time and memory
 //! come from /proc apart from the load generator's. `ceiling` replaces the chat server with a
 //! trivial one that only blasts pre-formatted lines, to show the most this generator can count.
+//! `blast` floods one room from two senders, to show what happens to the members who keep
+//! reading (and to one that does not).
 //!
 //! Layout: this file reads the options and runs the scenarios; `load/scenarios.rs` holds what
 //! each scenario does and reports, `load/generator.rs` the clients that send and count,
@@ -54,9 +56,6 @@ use servers::{serve, ServerProcess, Target};
 const LATENCY_CLIENTS: usize = 200;
 const LATENCY_EVERY: Duration = Duration::from_millis(10);
 const LATENCY_FOR: Duration = Duration::from_millis(1500);
-
-/// The blast scenario: lines each sender writes (10 MB).
-const BLAST_LINES: usize = 50_000;
 
 /// How long one scenario run may take before it is reported with what it lost.
 const RUN_DEADLINE: Duration = Duration::from_secs(30);
@@ -213,7 +212,7 @@ impl Bench {
                 }
                 "blast" => {
                     // Pairs of runs, without and with a client that never reads.
-                    let m = o.messages.unwrap_or(BLAST_LINES);
+                    let m = o.messages.unwrap_or(scenarios::BLAST_LINES);
                     self.repeat(o.runs.min(3) * 2, |run| self.blast(m, run % 2 == 1))
                         .await;
                 }

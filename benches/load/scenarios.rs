@@ -14,11 +14,12 @@ use crate::generator::{
 use crate::servers::PeakRss;
 use crate::{latency, Bench, Report, Target, LATENCY_EVERY, LATENCY_FOR, RUN_DEADLINE};
 
-/// The blast scenario: senders, readers, and the bytes of each line's text (padding, then a
-/// counted message).
-pub const BLAST_SENDERS: usize = 2;
-pub const BLAST_READERS: usize = 10;
+/// The blast scenario: senders, readers, the bytes of each line's text (padding, then a counted
+/// message), and the lines each sender writes unless `--messages` says otherwise (10 MB).
+const BLAST_SENDERS: usize = 2;
+const BLAST_READERS: usize = 10;
 const BLAST_LINE: usize = 200;
+pub const BLAST_LINES: usize = 50_000;
 
 impl Bench {
     /// N clients, S of them sending M messages each as fast as they can.
@@ -401,10 +402,9 @@ impl Bench {
         );
         report.put("delivered_pct_min", delivered[0]);
         report.put("delivered_pct_median", delivered[delivered.len() / 2]);
-        report.put(
-            "disconnected",
-            tallies.iter().filter(|t| t.disconnected).count() as f64,
-        );
+        let disconnected = |tallies: &[Tally]| tallies.iter().filter(|t| t.disconnected).count();
+        report.put("readers_disconnected", disconnected(&tallies[s..]) as f64);
+        report.put("senders_disconnected", disconnected(&tallies[..s]) as f64);
         if let Some(dropped) = stalled_dropped {
             report.put("stalled_client_dropped", f64::from(u8::from(dropped)));
         }
