@@ -103,18 +103,14 @@ mod tests {
     #[test]
     fn listener_gets_the_requested_backlog() -> io::Result<()> {
         const BACKLOG: u32 = 1024;
-        // The kernel does not report the backlog; a burst larger than std's 128 must all connect
-        // without a retry, which is what a larger backlog is for.
+        // The kernel does not report the backlog. Nothing accepts here, so with std's 128 the
+        // 130th connect's SYN is dropped, and so is every retry: it never completes. With the
+        // backlog applied each completes at once; 10 s is slack for a loaded machine.
         let listener = listen("127.0.0.1:0".parse().expect("an address"), BACKLOG)?;
         let addr = listener.local_addr()?;
-        let started = std::time::Instant::now();
         let clients: Vec<TcpStream> = (0..600)
-            .map(|_| TcpStream::connect(addr))
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(10)))
             .collect::<io::Result<_>>()?;
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "some connects needed a SYN retry"
-        );
         assert_eq!(clients.len(), 600);
         Ok(())
     }

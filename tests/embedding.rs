@@ -284,13 +284,7 @@ fn runs_on_a_multi_threaded_executor() -> io::Result<()> {
     let server = Server::bind("127.0.0.1:0", config())?;
     let (addr, handle) = (server.local_addr(), server.handle());
     let ex = Arc::new(smol::Executor::new());
-    let (stop, stopped) = async_channel::bounded::<()>(1);
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let (ex, stopped) = (ex.clone(), stopped.clone());
-            std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())))
-        })
-        .collect();
+    let workers = common::workers::Workers::spawn(&ex, 2);
     let serving = ex.spawn({
         let ex = ex.clone();
         async move { server.run(&ex, std::future::pending()).await }
@@ -333,10 +327,7 @@ fn runs_on_a_multi_threaded_executor() -> io::Result<()> {
         .await?;
         eventually("all clients released", || handle.stats().clients == 0).await
     })?;
-    drop(stop);
-    for worker in workers {
-        let _ = worker.join().expect("worker thread");
-    }
+    workers.stop().expect("worker thread");
     Ok(())
 }
 

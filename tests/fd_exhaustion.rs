@@ -7,26 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::process::Binary;
+use common::procfs::{cpu_time, open_descriptors};
 use common::Client;
-
-/// User plus system CPU time of a process, from /proc.
-fn cpu_time(pid: u32) -> io::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-    // Linux reports in clock ticks of 1/100 s on every platform it runs on.
-    Ok(Duration::from_millis(ticks * 10))
-}
-
-fn open_descriptors(pid: u32) -> io::Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
-}
 
 #[test]
 fn accept_loop_survives_running_out_of_descriptors() -> io::Result<()> {
@@ -54,6 +36,11 @@ fn accept_loop_survives_running_out_of_descriptors() -> io::Result<()> {
         let before = cpu_time(pid)?;
         std::thread::sleep(Duration::from_secs(2));
         let spent = cpu_time(pid)? - before;
+        // Backing off, the server wakes about ten times in 2 s: measured 0-10 ms of CPU, and a
+        // busy machine does not make a sleeping process use more. A loop that spins on EMFILE
+        // uses a whole core, 2 s, or its share of one on a busy machine: a quarter still
+        // exceeds the bound.
+        eprintln!("{spent:?} of server CPU in 2 s out of descriptors");
         assert!(
             spent < Duration::from_millis(500),
             "accept loop spun: {spent:?} of CPU in 2 s"

@@ -5,24 +5,8 @@ mod common;
 
 use std::io;
 
+use common::procfs::{open_descriptors, threads};
 use common::{config, Client, TestServer};
-
-fn open_descriptors() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?.count())
-}
-
-fn threads() -> io::Result<usize> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("Threads:"))
-        .unwrap_or_default();
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0))
-}
 
 #[test]
 fn hundred_start_stop_cycles_and_client_churn_leak_nothing() -> io::Result<()> {
@@ -30,7 +14,8 @@ fn hundred_start_stop_cycles_and_client_churn_leak_nothing() -> io::Result<()> {
     let warm = TestServer::start(config());
     smol::block_on(warm.connect())?;
     warm.stop();
-    let (fds, threads_before) = (open_descriptors()?, threads()?);
+    let me = std::process::id();
+    let (fds, threads_before) = (open_descriptors(me)?, threads(me)?);
 
     for _ in 0..100 {
         let server = TestServer::start(config());
@@ -59,7 +44,7 @@ fn hundred_start_stop_cycles_and_client_churn_leak_nothing() -> io::Result<()> {
     })?;
     server.stop();
 
-    assert_eq!(open_descriptors()?, fds, "descriptors leaked");
-    assert_eq!(threads()?, threads_before, "threads leaked");
+    assert_eq!(open_descriptors(me)?, fds, "descriptors leaked");
+    assert_eq!(threads(me)?, threads_before, "threads leaked");
     Ok(())
 }

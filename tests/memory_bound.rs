@@ -1,24 +1,13 @@
-//! Memory stays bounded whatever a client sends: 200 MB without a newline costs the server
-//! less than 1 MiB.
+//! Memory stays bounded whatever a client sends: 200 MB without a newline leave the server's
+//! memory flat.
 
 mod common;
 
 use std::io;
 
 use common::process::Binary;
+use common::procfs::rss_kib;
 use common::Client;
-
-fn rss_kib(pid: u32) -> io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or_else(|| io::Error::other("no VmRSS"))?;
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| io::Error::other("bad VmRSS"))
-}
 
 #[test]
 fn two_hundred_megabytes_without_a_newline_keep_memory_flat() -> io::Result<()> {
@@ -45,7 +34,9 @@ fn two_hundred_megabytes_without_a_newline_keep_memory_flat() -> io::Result<()> 
         c[1].until(|l| l.ends_with(": after the flood")).await?;
 
         let grown = rss_kib(pid)?.saturating_sub(before);
-        assert!(grown < 1024, "RSS grew by {grown} KiB");
+        // Measured: 8-28 KiB. A server that buffered the unfinished line would grow by the
+        // 200 MiB it was sent; 16 MiB leaves the allocator and a busy machine room to spare.
+        assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
         eprintln!("RSS grew by {grown} KiB after 200 MB without a newline");
         Ok(())
     })

@@ -71,6 +71,8 @@ pub struct Tally {
     /// A hash of the order of all messages across senders; equal for equal orders.
     pub order_hash: u64,
     pub done_at: Option<Instant>,
+    /// Whether the server closed the connection before every message arrived.
+    pub disconnected: bool,
     next_seq: Vec<u32>,
 }
 
@@ -82,6 +84,7 @@ impl Tally {
             out_of_order: 0,
             order_hash: 0xcbf2_9ce4_8422_2325,
             done_at: None,
+            disconnected: false,
             next_seq: Vec::new(),
         }
     }

@@ -14,6 +14,8 @@ use smol::{Executor, Timer};
 use smolchat::{Config, Handle, Server};
 
 pub mod process;
+pub mod procfs;
+pub mod workers;
 
 /// How long any single read may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
