@@ -179,6 +179,16 @@ fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
             hub.reply(id, &protocol::help());
             Ok(())
         }
+        Ok(Input::Whois(name)) => hub.whois(id, name),
+        Ok(Input::Away(message)) => hub.set_away(id, message),
+        Ok(Input::Back) => hub.back(id),
+        Ok(Input::Ignore(Some(name))) => hub.ignore(id, name),
+        Ok(Input::Ignore(None)) => {
+            hub.list_ignored(id);
+            Ok(())
+        }
+        Ok(Input::Unignore(name)) => hub.unignore(id, name),
+        Ok(Input::Timestamps(on)) => hub.set_timestamps(id, on),
         Ok(Input::Quit(reason)) => {
             return Some((
                 LeaveReason::Quit(reason.map(Arc::from)),

@@ -52,6 +52,7 @@ Options:
       --keepalive SECS             TCP keepalive idle time, 0 for the system default [default: {}]
       --history N                  messages each room replays to newcomers, 0 disables [default: {}]
       --announce-limit N           largest room whose joins and leaves are announced [default: {}]
+      --timestamps                 start every client with timestamps on (HH:MM UTC before each line)
       --motd TEXT                  message of the day shown on connect
       --motd-file PATH             read the message of the day from a file
       --backlog N                  listen backlog [default: {}]
@@ -168,6 +169,7 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
             Long("announce-limit") => {
                 c.announce_limit = value(&mut parser, "--announce-limit", "a number")?
             }
+            Long("timestamps") => c.timestamps = true,
             Long("motd") => c.motd = Some(value(&mut parser, "--motd", "text")?),
             Long("motd-file") => {
                 let path: String = value(&mut parser, "--motd-file", "a path")?;

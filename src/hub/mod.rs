@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //!
-//! - `directory`: joined clients by id and by name, guest numbering; a client's name and room.
+//! - `directory`: joined clients by id and by name, guest numbering; a client's name, room and
+//!   preferences (away, ignore list, timestamps).
 //! - `rooms`: each room's members and history; [`Rooms::broadcast`](rooms::Rooms::broadcast) is
 //!   where a line fans out.
 //! - `admission`: open connections in all and per address, where those limits are enforced.
@@ -24,20 +25,21 @@ mod subscribers;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 
 use crate::event::{Event, LeaveReason, Refusal};
 use crate::handle::{NotFound, RoomInfo, Stats, User};
 use crate::outbox::Outbox;
-use crate::protocol::{self, check_name, CommandError, NameError};
+use crate::protocol::{self, check_name, CommandError, NameError, Time, Whois};
 use crate::sanitize::sanitize;
 use crate::Config;
 
 use admission::Admission;
 pub(crate) use counters::Counters;
 use counters::Tally;
-use directory::{Client, Directory};
+use directory::{Away, Client, Directory};
 use rooms::Rooms;
 use subscribers::Subscribers;
 
@@ -180,11 +182,12 @@ impl Hub {
             return Err(Refusal::ShuttingDown);
         }
         let st = &mut *st;
-        let (id, name) = st.directory.register(addr, LOBBY.into(), outbox.clone());
+        let (id, client) =
+            st.directory
+                .register(addr, LOBBY.into(), outbox, self.config.timestamps);
+        let name = client.name.clone();
         let welcome = protocol::welcome(&name, self.config.motd.as_deref());
-        let room = st
-            .rooms
-            .enter(id, &name, LOBBY, outbox, welcome, &mut st.doomed);
+        let room = st.rooms.enter(id, client, LOBBY, welcome, &mut st.doomed);
         if let Some(client) = st.directory.get_mut(id) {
             client.room = room.clone();
         }
@@ -210,13 +213,16 @@ impl Hub {
     pub(crate) fn say(&self, id: Id, text: &str, action: bool) {
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(client) = st.directory.get(id) else {
+        let Some(client) = st.directory.get_mut(id) else {
             return;
         };
+        client.last_active = Instant::now();
         let (name, room) = (client.name.clone(), client.room.clone());
         let line = protocol::chat(&name, text, action);
-        st.rooms.broadcast(&room, &line, Some(id), &mut st.doomed);
-        st.rooms.remember(&room, line);
+        let hidden_from = Some(&client.ignored_by);
+        st.rooms
+            .broadcast(&room, &line, Some(id), hidden_from, &mut st.doomed);
+        st.rooms.remember(&room, id, Time::now(), line);
         st.tally.relayed += 1;
         st.emit_chat(|| Event::Message {
             name,
@@ -226,18 +232,35 @@ impl Hub {
         });
     }
 
-    /// Sends a private message, to anyone in any room.
+    /// Sends a private message, to anyone in any room. If the recipient ignores the sender it
+    /// is not delivered, and nothing tells the sender. If the recipient is away, the sender gets
+    /// the away message, once per sender for each `/away`.
     pub(crate) fn private(&self, id: Id, to: &str, text: &str) -> Result<(), CommandError> {
         let mut st = self.lock();
-        let Some(from) = st.directory.get(id).map(|c| c.name.clone()) else {
-            return Ok(());
-        };
-        let Some((target, client)) = st.directory.find(to) else {
+        let Some(target) = st.directory.find(to).map(|(target, _)| target) else {
             return Err(CommandError::NoSuchUser(to.into()));
         };
+        let Some(sender) = st.directory.get_mut(id) else {
+            return Ok(());
+        };
+        sender.last_active = Instant::now();
+        let from = sender.name.clone();
+        let Some(client) = st.directory.get_mut(target) else {
+            return Ok(());
+        };
         let target_name = client.name.clone();
-        st.send(target, &protocol::pm_from(&from, text));
+        let ignored = client.ignoring.contains(&id);
+        let away_reply = client.away.as_mut().and_then(|away| {
+            away.tell(id)
+                .then(|| protocol::is_away(&target_name, &away.message))
+        });
+        if !ignored {
+            st.send(target, &protocol::pm_from(&from, text));
+        }
         st.send(id, &protocol::pm_to(&target_name, text));
+        if let Some(reply) = away_reply {
+            st.send(id, &reply);
+        }
         st.tally.relayed += 1;
         st.emit_chat(|| Event::Private {
             from,
@@ -278,9 +301,9 @@ impl Hub {
         if *old == *key {
             return Err(CommandError::AlreadyInRoom(old));
         }
-        let Some(outbox) = st.rooms.leave(id, &old) else {
+        if !st.rooms.leave(id, &old) {
             return Ok(());
-        };
+        }
         st.rooms.announce(
             &old,
             || protocol::moved(&name, &old, &key),
@@ -289,7 +312,7 @@ impl Hub {
         );
         let new = st
             .rooms
-            .enter(id, &name, &key, outbox, String::new(), &mut st.doomed);
+            .enter(id, client, &key, String::new(), &mut st.doomed);
         if let Some(client) = st.directory.get_mut(id) {
             client.room = new.clone();
         }
@@ -313,14 +336,98 @@ impl Hub {
         let Some(room) = st.directory.get(id).map(|c| c.room.clone()) else {
             return;
         };
-        let names: Vec<&str> = st
+        let names: Vec<(&str, bool)> = st
             .rooms
             .members(&room)
             .filter_map(|member| st.directory.get(member))
-            .map(|c| &*c.name)
+            .map(|c| (&*c.name, c.away.is_some()))
             .collect();
         let reply = protocol::who(&room, names);
         st.send(id, &reply);
+    }
+
+    /// Sends the `/whois` reply about `name`: the address only to the user themself and to
+    /// operators.
+    pub(crate) fn whois(&self, id: Id, name: &str) -> Result<(), CommandError> {
+        let mut st = self.lock();
+        let operator = st.directory.get(id).is_some_and(|c| c.operator);
+        let (target, client) = st
+            .directory
+            .find(name)
+            .ok_or_else(|| CommandError::NoSuchUser(name.into()))?;
+        let now = Instant::now();
+        let reply = protocol::whois(&Whois {
+            name: &client.name,
+            room: &client.room,
+            connected: now.saturating_duration_since(client.connected),
+            idle: now.saturating_duration_since(client.last_active),
+            addr: (target == id || operator).then_some(client.addr),
+            away: client.away.as_ref().map(|away| &*away.message),
+        });
+        st.send(id, &reply);
+        Ok(())
+    }
+
+    /// Marks a client away, with a message (sanitized) that private messages get back; a new
+    /// `/away` starts telling every sender again.
+    pub(crate) fn set_away(&self, id: Id, message: Option<&str>) -> Result<(), CommandError> {
+        let mut st = self.lock();
+        let Some(client) = st.directory.get_mut(id) else {
+            return Ok(());
+        };
+        let message: Arc<str> = message.unwrap_or_default().into();
+        let reply = protocol::you_are_away(&message);
+        client.away = Some(Away::new(message));
+        st.send(id, &reply);
+        Ok(())
+    }
+
+    /// Ends a client's away.
+    pub(crate) fn back(&self, id: Id) -> Result<(), CommandError> {
+        let mut st = self.lock();
+        let Some(client) = st.directory.get_mut(id) else {
+            return Ok(());
+        };
+        client.away.take().ok_or(CommandError::NotAway)?;
+        st.send(id, &protocol::you_are_back());
+        Ok(())
+    }
+
+    /// Hides `name`'s lines, actions and private messages from a client, for as long as both
+    /// are connected, whatever either is called.
+    pub(crate) fn ignore(&self, id: Id, name: &str) -> Result<(), CommandError> {
+        let mut st = self.lock();
+        let name = st.directory.ignore(id, name)?;
+        st.send(id, &protocol::now_ignoring(&name));
+        Ok(())
+    }
+
+    /// Undoes [`ignore`](Self::ignore).
+    pub(crate) fn unignore(&self, id: Id, name: &str) -> Result<(), CommandError> {
+        let mut st = self.lock();
+        let name = st.directory.unignore(id, name)?;
+        st.send(id, &protocol::no_longer_ignoring(&name));
+        Ok(())
+    }
+
+    /// Sends the list of those a client ignores.
+    pub(crate) fn list_ignored(&self, id: Id) {
+        let mut st = self.lock();
+        let reply = protocol::ignoring(st.directory.ignored(id));
+        st.send(id, &reply);
+    }
+
+    /// Turns a client's timestamps on or off.
+    pub(crate) fn set_timestamps(&self, id: Id, on: bool) -> Result<(), CommandError> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(client) = st.directory.get_mut(id) else {
+            return Ok(());
+        };
+        client.timestamps = on;
+        st.rooms.set_timestamps(&client.room, id, on);
+        st.send(id, &protocol::timestamps(on));
+        Ok(())
     }
 
     /// Sends the `/rooms` listing.
@@ -350,9 +457,15 @@ impl Hub {
         // Everyone goes at once: no room is left to tell, so clear the tables wholesale instead
         // of taking clients out of their rooms one by one (quadratic in a crowded room).
         let farewell = protocol::shutting_down();
+        let mut stamped = None;
         let clients: Vec<Client> = st.directory.drain();
         st.rooms.clear();
         for client in clients {
+            let farewell = if client.timestamps {
+                stamped.get_or_insert_with(|| protocol::stamped(Time::now(), &farewell))
+            } else {
+                &farewell
+            };
             let _ = client.outbox.force(farewell.clone());
             client.outbox.close();
             st.emit(|| Event::Left {
@@ -367,12 +480,16 @@ impl Hub {
 
     pub(crate) fn users(&self) -> Vec<User> {
         let st = self.lock();
+        let now = Instant::now();
         st.directory
             .clients()
             .map(|c| User {
                 name: c.name.clone(),
                 room: c.room.clone(),
                 addr: c.addr,
+                away: c.away.as_ref().map(|away| away.message.clone()),
+                connected_for: now.saturating_duration_since(c.connected),
+                idle_for: now.saturating_duration_since(c.last_active),
             })
             .collect()
     }
@@ -450,9 +567,16 @@ impl Hub {
 }
 
 impl State {
-    /// Queues a line for one client; a client over its bound is doomed.
+    /// Queues a line for one client, timestamped if it asked; a client over its bound is doomed.
     fn send(&mut self, id: Id, line: &Arc<str>) {
         if let Some(client) = self.directory.get(id) {
+            let stamped;
+            let line = if client.timestamps {
+                stamped = protocol::stamped(Time::now(), line);
+                &stamped
+            } else {
+                line
+            };
             if let Err(e) = client.outbox.push(line) {
                 self.doomed.push((id, e.into()));
             }
@@ -461,7 +585,8 @@ impl State {
 
     /// Queues a line for every member of a room except `except`.
     fn broadcast(&mut self, room: &str, line: &Arc<str>, except: Option<Id>) {
-        self.rooms.broadcast(room, line, except, &mut self.doomed);
+        self.rooms
+            .broadcast(room, line, except, None, &mut self.doomed);
     }
 
     /// Removes a client everywhere, queues its last line, closes its outbox and tells its room.
@@ -471,6 +596,11 @@ impl State {
         };
         self.rooms.leave(id, &client.room);
         if let Some(line) = farewell {
+            let line = if client.timestamps {
+                protocol::stamped(Time::now(), &line)
+            } else {
+                line
+            };
             let _ = client.outbox.force(line);
         }
         client.outbox.close();

@@ -1,12 +1,13 @@
 //! Rooms: who is in each, what each remembers, and [`Rooms::broadcast`], the one place a line
 //! fans out to a room.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use super::directory::Client;
 use super::{Doomed, Id, LOBBY};
 use crate::outbox::Outbox;
-use crate::protocol;
+use crate::protocol::{self, Time};
 
 /// Every room that exists: the lobby always, any other while it has members.
 #[derive(Debug)]
@@ -21,10 +22,28 @@ pub(super) struct Rooms {
 
 #[derive(Debug, Default)]
 struct Room {
-    /// Kept beside the ids so a broadcast walks one vector and does no lookups.
-    members: Vec<(Id, Outbox)>,
+    /// Kept with what delivery needs so a broadcast walks one vector and does no lookups.
+    members: Vec<Member>,
     /// The last relayed lines, replayed to whoever joins.
-    history: VecDeque<Arc<str>>,
+    history: VecDeque<Said>,
+}
+
+#[derive(Debug)]
+struct Member {
+    id: Id,
+    outbox: Outbox,
+    /// A copy of [`Client::timestamps`], so a broadcast knows without a lookup.
+    timestamps: bool,
+}
+
+/// A relayed line as the room's history keeps it.
+#[derive(Debug)]
+struct Said {
+    /// Who said it, so a newcomer who ignores them does not see it replayed.
+    from: Id,
+    /// When, since a replayed line always says so.
+    at: Time,
+    line: Arc<str>,
 }
 
 impl Rooms {
@@ -36,23 +55,34 @@ impl Rooms {
         }
     }
 
-    /// Queues a line for every member of a room except `except`; members over their queue's
-    /// bound (or gone) are added to `doomed`.
+    /// Queues a line for every member of a room except `except` and those in `hidden_from`
+    /// (who ignore its sender); members over their queue's bound (or gone) are added to
+    /// `doomed`. The timestamped copy is made once, and only if a recipient wants it.
     pub(super) fn broadcast(
         &self,
         room: &str,
         line: &Arc<str>,
         except: Option<Id>,
+        hidden_from: Option<&HashSet<Id>>,
         doomed: &mut Doomed,
     ) {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
-        for (id, outbox) in &room.members {
-            if Some(*id) != except {
-                if let Err(e) = outbox.push(line) {
-                    doomed.push((*id, e.into()));
-                }
+        let hidden_from = hidden_from.filter(|ids| !ids.is_empty());
+        let mut stamped = None;
+        for member in &room.members {
+            if Some(member.id) == except || hidden_from.is_some_and(|ids| ids.contains(&member.id))
+            {
+                continue;
+            }
+            let line = if member.timestamps {
+                stamped.get_or_insert_with(|| protocol::stamped(Time::now(), line))
+            } else {
+                line
+            };
+            if let Err(e) = member.outbox.push(line) {
+                doomed.push((member.id, e.into()));
             }
         }
     }
@@ -70,29 +100,28 @@ impl Rooms {
             .get(room)
             .is_some_and(|r| r.members.len() <= self.announce_limit)
         {
-            self.broadcast(room, &line(), except, doomed);
+            self.broadcast(room, &line(), except, None, doomed);
         }
     }
 
-    /// Keeps a relayed line in the room's history.
-    pub(super) fn remember(&mut self, room: &str, line: Arc<str>) {
+    /// Keeps a line `from` relayed `at` a time in the room's history.
+    pub(super) fn remember(&mut self, room: &str, from: Id, at: Time, line: Arc<str>) {
         let keep = self.history_len;
         if let Some(room) = self.rooms.get_mut(room).filter(|_| keep > 0) {
             if room.history.len() == keep {
                 room.history.pop_front();
             }
-            room.history.push_back(line);
+            room.history.push_back(Said { from, at, line });
         }
     }
 
     /// Adds a client to a room (created if new), sending it `greeting`, where it is, and the
-    /// room's history. Returns the room's key.
+    /// room's history but for those it ignores. Returns the room's key.
     pub(super) fn enter(
         &mut self,
         id: Id,
-        name: &str,
+        client: &Client,
         key: &str,
-        outbox: Outbox,
         mut greeting: String,
         doomed: &mut Doomed,
     ) -> Arc<str> {
@@ -101,14 +130,21 @@ impl Rooms {
             .get_key_value(key)
             .map_or_else(|| key.into(), |(k, _)| k.clone());
         let room = self.rooms.entry(key.clone()).or_default();
-        protocol::push_you_are(&mut greeting, name, &key, room.members.len() + 1);
-        for line in &room.history {
-            protocol::push_history(&mut greeting, line);
+        protocol::push_you_are(&mut greeting, &client.name, &key, room.members.len() + 1);
+        for said in &room.history {
+            if !client.ignoring.contains(&said.from) {
+                protocol::push_history(&mut greeting, said.at, &said.line);
+            }
         }
+        let greeting: Arc<str> = if client.timestamps {
+            protocol::stamped(Time::now(), &greeting)
+        } else {
+            greeting.into()
+        };
         // A greeting (at most history × max_line) may exceed the bound on its own, so an empty
         // queue always takes it; otherwise it counts like any line, so a client that keeps
         // switching rooms without reading cannot pile greetings up.
-        let greeting: Arc<str> = greeting.into();
+        let outbox = &client.outbox;
         let queued = if outbox.is_empty() {
             outbox.force(greeting)
         } else {
@@ -117,19 +153,36 @@ impl Rooms {
         if let Err(e) = queued {
             doomed.push((id, e.into()));
         }
-        room.members.push((id, outbox));
+        room.members.push(Member {
+            id,
+            outbox: outbox.clone(),
+            timestamps: client.timestamps,
+        });
         key
     }
 
+    /// Updates a member's copy of [`Client::timestamps`].
+    pub(super) fn set_timestamps(&mut self, key: &str, id: Id, on: bool) {
+        let room = self.rooms.get_mut(key);
+        if let Some(member) = room.and_then(|r| r.members.iter_mut().find(|m| m.id == id)) {
+            member.timestamps = on;
+        }
+    }
+
     /// Takes a client out of a room, deleting the room if it empties (except the lobby).
-    pub(super) fn leave(&mut self, id: Id, key: &str) -> Option<Outbox> {
-        let room = self.rooms.get_mut(key)?;
-        let at = room.members.iter().position(|(member, _)| *member == id)?;
-        let (_, outbox) = room.members.swap_remove(at);
+    /// Returns whether it was there.
+    pub(super) fn leave(&mut self, id: Id, key: &str) -> bool {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return false;
+        };
+        let Some(at) = room.members.iter().position(|member| member.id == id) else {
+            return false;
+        };
+        room.members.swap_remove(at);
         if room.members.is_empty() && key != LOBBY {
             self.rooms.remove(key);
         }
-        Some(outbox)
+        true
     }
 
     /// Empties every room at once and deletes all but the lobby.
@@ -149,7 +202,7 @@ impl Rooms {
         self.rooms
             .get(key)
             .into_iter()
-            .flat_map(|room| room.members.iter().map(|(id, _)| *id))
+            .flat_map(|room| room.members.iter().map(|member| member.id))
     }
 
     /// Every room's key and size, in no particular order.
@@ -163,11 +216,17 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::{outbox, Inbox};
+    use crate::outbox::{outbox, Inbox, Outbox};
 
-    fn drain(inbox: &Inbox) -> String {
+    fn client(name: &str, outbox: Outbox) -> Client {
+        let addr = "192.0.2.1:1000".parse().expect("an address");
+        Client::new(name.into(), LOBBY.into(), addr, outbox, false)
+    }
+
+    /// Every line queued so far.
+    fn lines(inbox: &Inbox) -> Vec<Arc<str>> {
         smol::block_on(async {
-            let mut text = String::new();
+            let mut lines = Vec::new();
             loop {
                 let Some(batch) = futures_lite::future::poll_once(inbox.recv_batch(64))
                     .await
@@ -176,10 +235,14 @@ mod tests {
                     break;
                 };
                 inbox.written(&batch);
-                batch.iter().for_each(|line| text.push_str(line));
+                lines.extend(batch);
             }
-            text
+            lines
         })
+    }
+
+    fn drain(inbox: &Inbox) -> String {
+        lines(inbox).concat()
     }
 
     #[test]
@@ -188,11 +251,11 @@ mod tests {
         let mut doomed = Doomed::new();
         let (a, a_in) = outbox(8, 4096);
         let (b, b_in) = outbox(1, 4096);
-        rooms.enter(1, "a", LOBBY, a, String::new(), &mut doomed);
-        rooms.enter(2, "b", LOBBY, b, String::new(), &mut doomed);
+        rooms.enter(1, &client("a", a), LOBBY, String::new(), &mut doomed);
+        rooms.enter(2, &client("b", b), LOBBY, String::new(), &mut doomed);
         drain(&a_in);
-        rooms.broadcast(LOBBY, &"x\n".into(), Some(1), &mut doomed);
-        rooms.broadcast(LOBBY, &"y\n".into(), Some(1), &mut doomed);
+        rooms.broadcast(LOBBY, &"x\n".into(), Some(1), None, &mut doomed);
+        rooms.broadcast(LOBBY, &"y\n".into(), Some(1), None, &mut doomed);
         assert_eq!(drain(&a_in), "");
         assert_eq!(drain(&b_in), "*** you are b in #lobby; users here: 2\n");
         assert_eq!(
@@ -208,20 +271,20 @@ mod tests {
         let mut rooms = Rooms::new(2, 1000);
         let mut doomed = Doomed::new();
         let (a, _a_in) = outbox(8, 4096);
-        let den = rooms.enter(1, "a", "den", a, String::new(), &mut doomed);
-        for line in ["a: 1\n", "a: 2\n", "a: 3\n"] {
-            rooms.remember(&den, line.into());
+        let den = rooms.enter(1, &client("a", a), "den", String::new(), &mut doomed);
+        for (minute, line) in [(1, "a: 1\n"), (2, "a: 2\n"), (3, "a: 3\n")] {
+            rooms.remember(&den, 1, Time(14 * 3600 + minute * 60 + 59), line.into());
         }
         let (b, b_in) = outbox(8, 4096);
-        rooms.enter(2, "b", "den", b, "hi\n".into(), &mut doomed);
+        rooms.enter(2, &client("b", b), "den", "hi\n".into(), &mut doomed);
         assert_eq!(
             drain(&b_in),
-            "hi\n*** you are b in #den; users here: 2\n[history] a: 2\n[history] a: 3\n"
+            "hi\n*** you are b in #den; users here: 2\n[history 14:02] a: 2\n[history 14:03] a: 3\n"
         );
-        assert!(rooms.leave(1, "den").is_some());
-        assert!(rooms.leave(2, "den").is_some());
+        assert!(rooms.leave(1, "den"));
+        assert!(rooms.leave(2, "den"));
         assert!(!rooms.contains("den"));
-        assert!(rooms.leave(3, LOBBY).is_none());
+        assert!(!rooms.leave(3, LOBBY));
         assert!(rooms.contains(LOBBY), "the lobby stays, empty");
         assert!(doomed.is_empty());
     }
@@ -231,11 +294,11 @@ mod tests {
         let mut rooms = Rooms::new(0, 1);
         let mut doomed = Doomed::new();
         let (a, a_in) = outbox(8, 4096);
-        rooms.enter(1, "a", LOBBY, a, String::new(), &mut doomed);
+        rooms.enter(1, &client("a", a), LOBBY, String::new(), &mut doomed);
         drain(&a_in);
         rooms.announce(LOBBY, || "*** one\n".into(), None, &mut doomed);
         let (b, _b_in) = outbox(8, 4096);
-        rooms.enter(2, "b", LOBBY, b, String::new(), &mut doomed);
+        rooms.enter(2, &client("b", b), LOBBY, String::new(), &mut doomed);
         rooms.announce(
             LOBBY,
             || unreachable!("two is over the limit"),
@@ -243,5 +306,55 @@ mod tests {
             &mut doomed,
         );
         assert_eq!(drain(&a_in), "*** one\n");
+    }
+
+    #[test]
+    fn broadcast_hides_lines_from_ignorers_and_stamps_one_copy_for_all_who_want_it() {
+        let mut rooms = Rooms::new(5, 1000);
+        let mut doomed = Doomed::new();
+        let mut inboxes = Vec::new();
+        for (id, name) in [(1, "a"), (2, "b"), (3, "c"), (4, "d")] {
+            let (out, inbox) = outbox(8, 4096);
+            let mut member = client(name, out);
+            member.timestamps = id != 1;
+            rooms.enter(id, &member, LOBBY, String::new(), &mut doomed);
+            lines(&inbox);
+            inboxes.push(inbox);
+        }
+        let ignorers = HashSet::from([4]);
+        let before = Time::now();
+        rooms.broadcast(
+            LOBBY,
+            &"a: hi\n".into(),
+            Some(1),
+            Some(&ignorers),
+            &mut doomed,
+        );
+        let after = Time::now();
+        let got: Vec<Vec<Arc<str>>> = inboxes.iter().map(lines).collect();
+        assert!(got[0].is_empty(), "not to the sender");
+        assert!(got[3].is_empty(), "not to whoever ignores the sender");
+        assert!(
+            [before, after]
+                .iter()
+                .any(|t| *got[1][0] == *format!("{t} a: hi\n")),
+            "{:?}",
+            got[1]
+        );
+        assert!(Arc::ptr_eq(&got[1][0], &got[2][0]), "stamped once");
+
+        rooms.remember(LOBBY, 1, Time(0), "a: hi\n".into());
+        let (out, inbox) = outbox(8, 4096);
+        let mut ignorer = client("e", out);
+        ignorer.ignoring.push(1);
+        rooms.enter(5, &ignorer, LOBBY, String::new(), &mut doomed);
+        assert_eq!(drain(&inbox), "*** you are e in #lobby; users here: 5\n");
+        let (out, inbox) = outbox(8, 4096);
+        rooms.enter(6, &client("f", out), LOBBY, String::new(), &mut doomed);
+        assert_eq!(
+            drain(&inbox),
+            "*** you are f in #lobby; users here: 6\n[history 00:00] a: hi\n"
+        );
+        assert!(doomed.is_empty());
     }
 }
