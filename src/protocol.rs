@@ -718,6 +718,22 @@ mod tests {
     }
 
     #[test]
+    fn help_names_only_commands_that_exist() {
+        for line in help().lines().skip(1) {
+            let usage = line.trim_start_matches("*** ").trim_start();
+            let word = usage.split(' ').next().unwrap_or_default();
+            if word != "//TEXT" {
+                let line_with_argument = format!("{word} on");
+                let parsed = parse(&line_with_argument);
+                assert!(
+                    !matches!(parsed, Err(CommandError::UnknownCommand(_))),
+                    "{line}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn checks_names() {
         assert_eq!(check_name("alice_B-2"), Ok(()));
         assert_eq!(check_name("abcdefghijklmnop"), Ok(()));

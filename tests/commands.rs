@@ -229,20 +229,51 @@ fn unknown_commands_slashes_and_help() -> io::Result<()> {
         c[0].send("/help").await?;
         c[0].expect("*** commands:").await?;
         let mut help = Vec::new();
-        for _ in 0..9 {
-            help.push(c[0].line().await?);
+        loop {
+            let line = c[0].line().await?;
+            let last = line.starts_with("***   //TEXT ");
+            help.push(line);
+            if last {
+                break;
+            }
         }
-        for command in [
-            "/nick", "/me", "/msg", "/join", "/who", "/rooms", "/quit", "/help", "//TEXT",
-        ] {
+        let commands = [
+            "/nick NAME",
+            "/me TEXT",
+            "/msg NAME TEXT",
+            "/join ROOM",
+            "/who",
+            "/rooms",
+            "/whois NAME",
+            "/away [MESSAGE]",
+            "/back",
+            "/ignore [NAME]",
+            "/unignore NAME",
+            "/timestamps on|off",
+            "/quit [REASON]",
+            "/help",
+            "//TEXT",
+        ];
+        assert_eq!(help.len(), commands.len(), "one line each: {help:#?}");
+        for (line, command) in help.iter().zip(commands) {
             assert!(
-                help.iter()
-                    .any(|l| l.starts_with(&format!("***   {command} "))),
-                "/help lacks {command}"
+                line.starts_with(&format!("***   {command} ")),
+                "/help lists {command} as {line:?}"
             );
         }
         Ok(())
     })
+}
+
+/// Reads a replayed line, `[history HH:MM] ` then `text` (tests/timestamps.rs checks the time).
+async fn expect_history(client: &mut Client, text: &str) -> io::Result<()> {
+    let line = client.line().await?;
+    let said = line
+        .strip_prefix("[history ")
+        .and_then(|l| l.split_at_checked(5))
+        .and_then(|(_, rest)| rest.strip_prefix("] "));
+    assert_eq!(said, Some(text), "{line}");
+    Ok(())
 }
 
 #[test]
@@ -260,9 +291,9 @@ fn joining_a_room_replays_its_recent_history_but_no_private_messages() -> io::Re
         }
         c[1].until(|l| l == "[pm from alice] private").await?;
         let mut late = server.connect().await?;
-        late.expect("[history] alice: two").await?;
-        late.expect("[history] alice: three").await?;
-        late.expect("[history] * alice four").await?;
+        expect_history(&mut late, "alice: two").await?;
+        expect_history(&mut late, "alice: three").await?;
+        expect_history(&mut late, "* alice four").await?;
         late.send("/rooms").await?;
         late.expect("*** rooms: #lobby (3)").await?;
 
@@ -274,7 +305,7 @@ fn joining_a_room_replays_its_recent_history_but_no_private_messages() -> io::Re
         c[1].send("/join den").await?;
         c[1].until(|l| l.starts_with("*** you are guest2 in #den"))
             .await?;
-        c[1].expect("[history] alice: in the den").await
+        expect_history(&mut c[1], "alice: in the den").await
     })
 }
 

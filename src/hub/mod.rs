@@ -684,4 +684,36 @@ mod tests {
             Err(CommandError::AlreadyInRoom("den".into()))
         );
     }
+
+    #[test]
+    fn whois_shows_the_address_to_the_user_themself_and_to_operators() {
+        let hub = Hub::new(Config::default(), addr());
+        let (out, _alice_inbox) = outbox(100, 1 << 20);
+        let alice = hub.join(addr(), out).expect("joined");
+        let (out, bob_inbox) = outbox(100, 1 << 20);
+        let bob = hub.join(addr(), out).expect("joined");
+        let last_line = || {
+            let mut last = String::new();
+            while let Some(Some(batch)) = futures_lite::future::block_on(
+                futures_lite::future::poll_once(bob_inbox.recv_batch(64)),
+            ) {
+                bob_inbox.written(&batch);
+                last = batch.concat();
+            }
+            last
+        };
+        let address = "; address 192.0.2.1:1000\n";
+        hub.whois(bob, "guest2").expect("bob exists");
+        assert!(last_line().ends_with(address));
+        hub.whois(bob, "guest1").expect("alice exists");
+        assert!(!last_line().contains(address));
+        if let Some(client) = hub.lock().directory.get_mut(bob) {
+            client.operator = true;
+        }
+        hub.whois(bob, "guest1").expect("alice exists");
+        let line = last_line();
+        assert!(line.starts_with("*** guest1 is in #lobby;"), "{line}");
+        assert!(line.ends_with(address), "{line}");
+        assert!(hub.identity(alice).is_some());
+    }
 }

@@ -228,6 +228,25 @@ impl Client {
         self.until(|l| l.starts_with("*** rooms: ")).await.map(drop)
     }
 
+    /// Proves nothing else reached the client since its last read: asks for `/rooms`, whose
+    /// reply must be the very next line.
+    pub async fn expect_nothing_more(&mut self) -> io::Result<()> {
+        self.send("/rooms").await?;
+        let line = self.line().await?;
+        if !line.starts_with("*** rooms: ") {
+            return Err(io::Error::other(format!(
+                "{}: expected nothing more, got {line:?}",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The client's own end of the connection, as the server sees it.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.writer.local_addr()
+    }
+
     pub fn into_parts(self) -> (BufReader<TcpStream>, TcpStream) {
         (self.reader, self.writer)
     }
