@@ -54,10 +54,11 @@
 //! | `*** bob joined #lobby` | a server notice or a reply to a command |
 //! | `! unknown command /foo; /help lists the commands` | an error, for you only |
 //! | `[pm from alice] psst` / `[pm to bob] psst` | a private message, received / sent |
-//! | `[history] alice: hello` | a message from before you joined the room |
+//! | `[history 14:03] alice: hello` | a message from before you joined the room, and when it was said |
 //!
 //! Commands: `/nick NAME`, `/me TEXT`, `/msg NAME TEXT`, `/join ROOM`, `/who`, `/rooms`,
-//! `/quit [REASON]`, `/help`; `//TEXT` sends a line starting with `/`. The full description,
+//! `/whois NAME`, `/away [MESSAGE]`, `/back`, `/ignore [NAME]`, `/unignore NAME`,
+//! `/timestamps on|off`, `/quit [REASON]`, `/help`; `//TEXT` sends a line starting with `/`. The full description,
 //! with every reply and guarantee, is `docs/PROTOCOL.md`.
 //!
 //! # Layout

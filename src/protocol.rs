@@ -718,6 +718,16 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_document_gives_help_exactly() {
+        let document = include_str!("../docs/PROTOCOL.md");
+        assert!(
+            document.contains(&*help()),
+            "docs/PROTOCOL.md lacks:\n{}",
+            help()
+        );
+    }
+
+    #[test]
     fn help_names_only_commands_that_exist() {
         for line in help().lines().skip(1) {
             let usage = line.trim_start_matches("*** ").trim_start();
