@@ -64,8 +64,9 @@
 //! # Layout
 //!
 //! - `server`: [`Server`] binds, runs the accept loop and the shutdown sequence.
-//! - `hub`: the shared state behind one mutex, in parts: `directory` (clients, names), `rooms`
-//!   (members, history, the fan-out), `admission` (connection limits), `subscribers`, `counters`.
+//! - `hub`: the shared state behind one mutex, in parts: `directory` (clients, names, away,
+//!   ignore lists), `rooms` (members, history, the fan-out), `admission` (connection limits),
+//!   `subscribers`, `counters`.
 //! - `outbox`: a client's bounded queue of lines waiting to be written.
 //! - `connection`: one client's reader (lines to chat) and writer (outbox to socket).
 //! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines, safe text, commands,
