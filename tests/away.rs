@@ -5,28 +5,13 @@ mod common;
 
 use std::io;
 
-use common::{config, Client, TestServer};
-
-/// Three clients named alice, bob and carol, with all rename notices read.
-async fn trio(server: &TestServer) -> io::Result<Vec<Client>> {
-    let mut c = server.clients(3).await?;
-    for (i, name) in ["alice", "bob", "carol"].into_iter().enumerate() {
-        let old = c[i].name.clone();
-        c[i].nick(name).await?;
-        for (j, other) in c.iter_mut().enumerate() {
-            if j != i {
-                other.expect(&format!("*** {old} is now {name}")).await?;
-            }
-        }
-    }
-    Ok(c)
-}
+use common::{config, TestServer};
 
 #[test]
 fn a_private_message_to_an_away_user_gets_the_away_message_once_per_sender() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
-        let mut c = trio(&server).await?;
+        let mut c = server.named(&["alice", "bob", "carol"]).await?;
         c[0].send("/away lunch, back at 2").await?;
         c[0].expect("*** you are away: lunch, back at 2").await?;
 
@@ -71,7 +56,7 @@ fn a_private_message_to_an_away_user_gets_the_away_message_once_per_sender() -> 
 fn who_marks_away_users_and_the_handle_shows_the_away_message() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
-        let mut c = trio(&server).await?;
+        let mut c = server.named(&["alice", "bob", "carol"]).await?;
         c[1].send("/away gone fishing").await?;
         c[1].expect("*** you are away: gone fishing").await?;
         c[2].send("/away").await?;

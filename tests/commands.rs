@@ -7,21 +7,6 @@ use std::io;
 use common::{config, Client, TestServer};
 use smolchat::Config;
 
-/// Three clients named alice, bob and carol, with all rename notices read.
-async fn trio(server: &TestServer) -> io::Result<Vec<Client>> {
-    let mut c = server.clients(3).await?;
-    for (i, name) in ["alice", "bob", "carol"].into_iter().enumerate() {
-        let old = c[i].name.clone();
-        c[i].nick(name).await?;
-        for (j, other) in c.iter_mut().enumerate() {
-            if j != i {
-                other.expect(&format!("*** {old} is now {name}")).await?;
-            }
-        }
-    }
-    Ok(c)
-}
-
 #[test]
 fn welcome_names_the_client_and_its_room_and_shows_the_motd() -> io::Result<()> {
     let server = TestServer::start(Config {
@@ -101,7 +86,7 @@ fn nick_errors_say_exactly_why_and_keep_the_old_name() -> io::Result<()> {
 fn me_sends_an_action() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
-        let mut c = trio(&server).await?;
+        let mut c = server.named(&["alice", "bob", "carol"]).await?;
         c[0].send("/me waves").await?;
         c[1].expect("* alice waves").await?;
         c[2].expect("* alice waves").await?;
@@ -114,7 +99,7 @@ fn me_sends_an_action() -> io::Result<()> {
 fn msg_reaches_only_its_recipient_in_any_room() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
-        let mut c = trio(&server).await?;
+        let mut c = server.named(&["alice", "bob", "carol"]).await?;
         c[1].send("/join #den").await?;
         c[1].expect("*** you are bob in #den; users here: 1")
             .await?;
@@ -138,7 +123,7 @@ fn msg_reaches_only_its_recipient_in_any_room() -> io::Result<()> {
 fn join_moves_between_rooms_and_rooms_lists_them() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
-        let mut c = trio(&server).await?;
+        let mut c = server.named(&["alice", "bob", "carol"]).await?;
         c[0].send("/join #Rust").await?;
         c[0].expect("*** you are alice in #rust; users here: 1")
             .await?;
@@ -176,7 +161,7 @@ fn join_moves_between_rooms_and_rooms_lists_them() -> io::Result<()> {
 fn messages_never_leave_their_room() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
-        let mut c = trio(&server).await?;
+        let mut c = server.named(&["alice", "bob", "carol"]).await?;
         for client in &mut c[..2] {
             client.join("#attic").await?;
         }
@@ -204,7 +189,7 @@ fn messages_never_leave_their_room() -> io::Result<()> {
 fn quit_says_goodbye_with_the_reason() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
-        let mut c = trio(&server).await?;
+        let mut c = server.named(&["alice", "bob", "carol"]).await?;
         c[0].send("/quit gone fishing").await?;
         c[0].expect("*** bye").await?;
         c[0].expect_eof().await?;

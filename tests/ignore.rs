@@ -5,28 +5,13 @@ mod common;
 
 use std::io;
 
-use common::{config, Client, TestServer};
-
-/// Three clients named alice, bob and carol, with all rename notices read.
-async fn trio(server: &TestServer) -> io::Result<Vec<Client>> {
-    let mut c = server.clients(3).await?;
-    for (i, name) in ["alice", "bob", "carol"].into_iter().enumerate() {
-        let old = c[i].name.clone();
-        c[i].nick(name).await?;
-        for (j, other) in c.iter_mut().enumerate() {
-            if j != i {
-                other.expect(&format!("*** {old} is now {name}")).await?;
-            }
-        }
-    }
-    Ok(c)
-}
+use common::{config, TestServer};
 
 #[test]
 fn ignore_hides_lines_actions_and_private_messages_even_after_a_rename() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
-        let mut c = trio(&server).await?;
+        let mut c = server.named(&["alice", "bob", "carol"]).await?;
         c[0].send("/ignore BOB").await?;
         c[0].expect("*** you now ignore bob").await?;
 
@@ -81,7 +66,7 @@ fn ignore_hides_lines_actions_and_private_messages_even_after_a_rename() -> io::
 fn ignore_errors_say_why_and_a_leaving_user_leaves_the_list() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
-        let mut c = trio(&server).await?;
+        let mut c = server.named(&["alice", "bob", "carol"]).await?;
         let cases = [
             ("/ignore zed", "! no user named zed"),
             ("/ignore alice", "! you cannot ignore yourself"),

@@ -92,6 +92,21 @@ impl TestServer {
         Ok(clients)
     }
 
+    /// Connects one client per name and renames each; everyone has read every notice.
+    pub async fn named(&self, names: &[&str]) -> io::Result<Vec<Client>> {
+        let mut c = self.clients(names.len()).await?;
+        for (i, name) in names.iter().enumerate() {
+            let old = c[i].name.clone();
+            c[i].nick(name).await?;
+            for (j, other) in c.iter_mut().enumerate() {
+                if j != i {
+                    other.expect(&format!("*** {old} is now {name}")).await?;
+                }
+            }
+        }
+        Ok(c)
+    }
+
     /// Shuts down and waits for `run` to return.
     pub fn stop(mut self) {
         self.join();
