@@ -76,6 +76,10 @@ pub struct Config {
     /// members every join costs N lines, so a crowd of N joining would cost N² lines; beyond
     /// this size rooms stay quiet about arrivals and departures, as large IRC channels do.
     pub announce_limit: usize,
+    /// Whether clients start with timestamps on (default `false`, so plain `nc` output carries
+    /// none): every line they get then starts with the server's UTC time, `HH:MM `. Each client
+    /// can change it with `/timestamps on|off`.
+    pub timestamps: bool,
     /// Message of the day shown to every client on connect (default none), at most
     /// [`Config::MAX_MOTD`] bytes. Each of its lines becomes one notice.
     /// [`Handle::set_motd`](crate::Handle::set_motd) replaces it while the server runs.
@@ -190,6 +194,7 @@ impl Default for Config {
             keepalive: Some(Duration::from_secs(60)),
             history: 20,
             announce_limit: 1000,
+            timestamps: false,
             motd: None,
             backlog: 4096,
             nodelay: true,
@@ -404,6 +409,7 @@ impl fmt::Debug for Config {
             .field("keepalive", &self.keepalive)
             .field("history", &self.history)
             .field("announce_limit", &self.announce_limit)
+            .field("timestamps", &self.timestamps)
             .field("motd", &self.motd)
             .field("backlog", &self.backlog)
             .field("nodelay", &self.nodelay)

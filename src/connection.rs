@@ -219,6 +219,13 @@ async fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
             Input::Who => hub.who(id),
             Input::Rooms => hub.list_rooms(id),
             Input::Help => hub.reply(id, &protocol::help()),
+            Input::Whois(name) => hub.whois(id, name),
+            Input::Away(message) => hub.set_away(id, message),
+            Input::Back => hub.back(id),
+            Input::Ignore(Some(name)) => hub.ignore(id, name),
+            Input::Ignore(None) => hub.list_ignored(id),
+            Input::Unignore(name) => hub.unignore(id, name),
+            Input::Timestamps(on) => hub.set_timestamps(id, on),
             Input::Empty | Input::Quit(_) => Ok(()),
         };
         match done {

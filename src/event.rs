@@ -77,7 +77,8 @@ pub enum Event {
         /// Whether it was an action (`/me`).
         action: bool,
     },
-    /// A private message was delivered.
+    /// A private message was sent. (If its recipient ignores the sender, it was not shown to
+    /// them; the sender cannot tell.)
     Private {
         /// The sender's name.
         from: Arc<str>,

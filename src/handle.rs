@@ -4,6 +4,7 @@ use std::error::Error;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_channel::Receiver;
 
@@ -45,6 +46,9 @@ pub struct Handle {
 /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
 /// for user in server.handle().users() {
 ///     println!("{} in #{} from {}", user.name, user.room, user.addr);
+///     if let Some(message) = &user.away {
+///         println!("  away: {message}; idle for {:?}", user.idle_for);
+///     }
 /// }
 /// # std::io::Result::Ok(())
 /// ```
@@ -57,6 +61,12 @@ pub struct User {
     pub room: Arc<str>,
     /// The user's address.
     pub addr: SocketAddr,
+    /// `Some` while the user is away (`/away`), with the away message, empty if none was given.
+    pub away: Option<Arc<str>>,
+    /// How long ago the user connected.
+    pub connected_for: Duration,
+    /// How long since the user last sent a message, action or private message (or connected).
+    pub idle_for: Duration,
 }
 
 /// A room, from [`Handle::rooms`].

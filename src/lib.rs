@@ -54,17 +54,19 @@
 //! | `*** bob joined #lobby` | a server notice or a reply to a command |
 //! | `! unknown command /foo; /help lists the commands` | an error, for you only |
 //! | `[pm from alice] psst` / `[pm to bob] psst` | a private message, received / sent |
-//! | `[history] alice: hello` | a message from before you joined the room |
+//! | `[history 14:03] alice: hello` | a message from before you joined the room, and when it was said |
 //!
 //! Commands: `/nick NAME`, `/me TEXT`, `/msg NAME TEXT`, `/join ROOM`, `/who`, `/rooms`,
-//! `/quit [REASON]`, `/help`; `//TEXT` sends a line starting with `/`. The full description,
+//! `/whois NAME`, `/away [MESSAGE]`, `/back`, `/ignore [NAME]`, `/unignore NAME`,
+//! `/timestamps on|off`, `/quit [REASON]`, `/help`; `//TEXT` sends a line starting with `/`. The full description,
 //! with every reply and guarantee, is `docs/PROTOCOL.md`.
 //!
 //! # Layout
 //!
 //! - `server`: [`Server`] binds, runs the accept loop and the shutdown sequence.
-//! - `hub`: the shared state behind one mutex, in parts: `directory` (clients, names), `rooms`
-//!   (members, history, the fan-out), `admission` (connection limits), `subscribers`, `counters`.
+//! - `hub`: the shared state behind one mutex, in parts: `directory` (clients, names, away,
+//!   ignore lists), `rooms` (members, history, the fan-out), `admission` (connection limits),
+//!   `subscribers`, `counters`.
 //! - `outbox`: a client's bounded queue of lines waiting to be written.
 //! - `connection`: one client's reader (lines to chat) and writer (outbox to socket).
 //! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines (and answers to telnet),

@@ -96,6 +96,7 @@ Options:
       --keepalive SECS             TCP keepalive idle time, 0 for the system default [default: {keepalive}]
       --history N                  messages each room replays to newcomers, 0 disables [default: {history}]
       --announce-limit N           largest room whose joins and leaves are announced [default: {announce_limit}]
+      --timestamps                 start every client with timestamps on (HH:MM UTC before each line)
       --motd TEXT                  message of the day shown on connect (at most {max_motd} bytes)
       --motd-file PATH             read the message of the day from a file; SIGHUP re-reads it
       --backlog N                  listen backlog [default: {backlog}]
@@ -227,6 +228,7 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
             }
             "--history" => c.history = number(&mut parser, &flag)?,
             "--announce-limit" => c.announce_limit = number(&mut parser, &flag)?,
+            "--timestamps" => c.timestamps = true,
             "--motd" => c.motd = Some(value(&mut parser, &flag, "text")?),
             "--motd-file" => {
                 let path: String = value(&mut parser, &flag, "a path")?;

@@ -487,17 +487,23 @@ pub(crate) mod testing {
         })
     }
 
-    /// Everything queued now, as text, marked written.
-    pub(crate) fn drain(inbox: &mut Inbox) -> String {
-        let mut text = String::new();
+    /// Every item queued now, marked written.
+    pub(crate) fn items(inbox: &mut Inbox) -> Vec<Item> {
+        let mut all = Vec::new();
         while let Some(Some(items)) = smol::block_on(futures_lite::future::poll_once(inbox.recv()))
         {
             inbox.written(items.len(), items.iter().map(cost).sum());
-            items
-                .iter()
-                .for_each(|item| text.push_str(&String::from_utf8_lossy(item)));
+            all.extend(items);
         }
-        text
+        all
+    }
+
+    /// Everything queued now, as text, marked written.
+    pub(crate) fn drain(inbox: &mut Inbox) -> String {
+        items(inbox)
+            .iter()
+            .map(|item| String::from_utf8_lossy(item).into_owned())
+            .collect()
     }
 }
 

@@ -6,13 +6,19 @@
 //! (`*** `, `! `, `* `, `[`).
 
 use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::event::LeaveReason;
 use crate::sanitize::sanitize_into;
 
 /// Longest name or room name, in characters.
 pub(crate) const MAX_NAME: usize = 16;
+
+/// Most users one client may ignore: bounds the memory its ignore list takes and keeps the
+/// `/ignore` listing within [`MAX_LISTED`].
+pub(crate) const MAX_IGNORED: usize = 100;
 
 /// Names nobody may take, so nobody can pass for the server or its staff.
 const RESERVED: &[&str] = &[
@@ -34,6 +40,15 @@ pub(crate) enum Input<'a> {
     Rooms,
     Help,
     Quit(Option<&'a str>),
+    /// `/timestamps on` or `/timestamps off`.
+    Timestamps(bool),
+    /// `/away` with its message, if any.
+    Away(Option<&'a str>),
+    Back,
+    /// `/ignore NAME`, or `/ignore` alone to list.
+    Ignore(Option<&'a str>),
+    Unignore(&'a str),
+    Whois(&'a str),
 }
 
 /// Parses a sanitized line.
@@ -65,6 +80,16 @@ pub(crate) fn parse(line: &str) -> Result<Input<'_>, CommandError> {
         "me" => Input::Me(arg("/me TEXT")?),
         "join" => Input::Join(arg("/join ROOM")?),
         "quit" => Input::Quit(Some(rest).filter(|r| !r.is_empty())),
+        "whois" => Input::Whois(arg("/whois NAME")?),
+        "away" => Input::Away(Some(rest).filter(|r| !r.is_empty())),
+        "back" => Input::Back,
+        "ignore" => Input::Ignore(Some(rest).filter(|r| !r.is_empty())),
+        "unignore" => Input::Unignore(arg("/unignore NAME")?),
+        "timestamps" => match rest.to_ascii_lowercase().as_str() {
+            "on" => Input::Timestamps(true),
+            "off" => Input::Timestamps(false),
+            _ => return Err(CommandError::Usage("/timestamps on|off")),
+        },
         "msg" => {
             let (to, text) = arg("/msg NAME TEXT")?
                 .split_once(' ')
@@ -129,6 +154,13 @@ pub(crate) enum CommandError {
     NoSuchUser(Box<str>),
     InvalidRoom(Box<str>),
     AlreadyInRoom(Arc<str>),
+    /// `/back` from someone who is not away.
+    NotAway,
+    IgnoreSelf,
+    AlreadyIgnoring(Arc<str>),
+    NotIgnoring(Arc<str>),
+    /// `/ignore` past [`MAX_IGNORED`].
+    IgnoringTooMany,
     /// The host's filter rejected the line, for this (sanitized) reason.
     Rejected(Box<str>),
 }
@@ -149,6 +181,14 @@ impl fmt::Display for CommandError {
                 write!(f, "invalid room name \"{room}\": use {NameRule}")
             }
             CommandError::AlreadyInRoom(room) => write!(f, "you are already in #{room}"),
+            CommandError::NotAway => f.write_str("you are not away"),
+            CommandError::IgnoreSelf => f.write_str("you cannot ignore yourself"),
+            CommandError::AlreadyIgnoring(name) => write!(f, "you already ignore {name}"),
+            CommandError::NotIgnoring(name) => write!(f, "you do not ignore {name}"),
+            CommandError::IgnoringTooMany => write!(
+                f,
+                "you already ignore {MAX_IGNORED} users; /unignore one first"
+            ),
             CommandError::Rejected(reason) => write!(f, "message not sent: {reason}"),
         }
     }
@@ -156,20 +196,26 @@ impl fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
-/// The `/help` reply.
+/// The `/help` reply: every command, one line each.
 pub(crate) fn help() -> Arc<str> {
     format!(
         "\
 *** commands:
-***   /nick NAME       change your name ({NameRule})
-***   /me TEXT         send an action: * NAME TEXT
-***   /msg NAME TEXT   send a private message
-***   /join ROOM       leave your room and enter ROOM (created if new)
-***   /who             list the users in your room
-***   /rooms           list the rooms and their sizes
-***   /quit [REASON]   leave the chat
-***   /help            show this list
-***   //TEXT           send a line that starts with /
+***   /nick NAME          change your name ({NameRule})
+***   /me TEXT            send an action: * NAME TEXT
+***   /msg NAME TEXT      send a private message
+***   /join ROOM          leave your room and enter ROOM (created if new)
+***   /who                list the users in your room
+***   /rooms              list the rooms and their sizes
+***   /whois NAME         show NAME's room, time connected and idle, away message
+***   /away [MESSAGE]     mark yourself away; a private message gets MESSAGE back
+***   /back               you are no longer away
+***   /ignore [NAME]      hide NAME's messages from you; alone, list whom you ignore
+***   /unignore NAME      show NAME's messages again
+***   /timestamps on|off  start each line you get with the time (HH:MM UTC)
+***   /quit [REASON]      leave the chat
+***   /help               show this list
+***   //TEXT              send a line that starts with /
 "
     )
     .into()
@@ -193,6 +239,40 @@ fn relay(parts: &[&str], text: &str) -> Arc<str> {
     line.push_str(text);
     line.push('\n');
     line.into()
+}
+
+/// A moment as the server tells it: whole seconds since the Unix epoch, shown as `HH:MM` UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Time(pub(crate) u64);
+
+impl Time {
+    /// The system clock now; a clock set before 1970 reads as 1970.
+    pub(crate) fn now() -> Time {
+        Time(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs()),
+        )
+    }
+}
+
+impl fmt::Display for Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let minutes = self.0 / 60;
+        write!(f, "{:02}:{:02}", minutes / 60 % 24, minutes % 60)
+    }
+}
+
+/// Starts every line of `lines` with `HH:MM `, for a client that turned timestamps on.
+pub(crate) fn stamped(at: Time, lines: &str) -> Arc<str> {
+    let stamp = format!("{at} ");
+    let count = lines.split_inclusive('\n').count();
+    let mut out = String::with_capacity(lines.len() + count * stamp.len());
+    for line in lines.split_inclusive('\n') {
+        out.push_str(&stamp);
+        out.push_str(line);
+    }
+    out.into()
 }
 
 // Chat lines.
@@ -241,10 +321,10 @@ pub(crate) fn push_you_are(out: &mut String, name: &str, room: &str, users: usiz
     let _ = writeln!(out, "*** you are {name} in #{room}; users here: {users}");
 }
 
-/// Appends a line from the room's history, replayed to a newcomer: `[history] alice: hello`.
-pub(crate) fn push_history(out: &mut String, line: &str) {
-    out.push_str("[history] ");
-    out.push_str(line);
+/// Appends a line from the room's history, replayed to a newcomer with the time it was said:
+/// `[history 14:03] alice: hello`.
+pub(crate) fn push_history(out: &mut String, said: Time, line: &str) {
+    let _ = write!(out, "[history {said}] {line}");
 }
 
 // Notices about others.
@@ -279,13 +359,25 @@ pub(crate) fn you_are_now(name: &str) -> Arc<str> {
 /// Longest `/who` or `/rooms` listing, so a reply stays far below any queue bound.
 const MAX_LISTED: usize = 100;
 
-/// `*** users in #lobby (2): alice, bob`, the reply to `/who`, names in [`natural_order`].
-pub(crate) fn who(room: &str, mut names: Vec<&str>) -> Arc<str> {
-    names.sort_unstable_by(|a, b| natural_order(a, b));
+/// `*** users in #lobby (2): alice (away), bob`, the reply to `/who`, names in
+/// [`natural_order`], each with whether it is away.
+pub(crate) fn who(room: &str, mut names: Vec<(&str, bool)>) -> Arc<str> {
+    names.sort_unstable_by(|a, b| natural_order(a.0, b.0));
+    let shown: Vec<String> = names
+        .iter()
+        .take(MAX_LISTED)
+        .map(|&(name, away)| {
+            if away {
+                format!("{name} (away)")
+            } else {
+                name.to_string()
+            }
+        })
+        .collect();
     notice(format_args!(
         "users in #{room} ({}): {}",
         names.len(),
-        listing(&names)
+        listing(&shown, names.len())
     ))
 }
 
@@ -327,11 +419,12 @@ pub(crate) fn rooms(rooms: &[(&str, usize)]) -> Arc<str> {
         .iter()
         .map(|(room, n)| format!("#{room} ({n})"))
         .collect();
-    notice(format_args!("rooms: {}", listing(&rooms)))
+    notice(format_args!("rooms: {}", listing(&rooms, rooms.len())))
 }
 
-/// Joins up to [`MAX_LISTED`] items with commas, saying how many more there are.
-fn listing<T: AsRef<str>>(items: &[T]) -> String {
+/// Joins up to [`MAX_LISTED`] of `items` with commas, saying how many more of `total` there
+/// are.
+fn listing<T: AsRef<str>>(items: &[T], total: usize) -> String {
     let mut out = String::new();
     for (i, item) in items.iter().take(MAX_LISTED).enumerate() {
         if i > 0 {
@@ -339,10 +432,116 @@ fn listing<T: AsRef<str>>(items: &[T]) -> String {
         }
         out.push_str(item.as_ref());
     }
-    if items.len() > MAX_LISTED {
-        let _ = write!(out, ", and {} more", items.len() - MAX_LISTED);
+    if total > MAX_LISTED {
+        let _ = write!(out, ", and {} more", total - MAX_LISTED);
     }
     out
+}
+
+/// `*** timestamps on` or `*** timestamps off`, the reply to `/timestamps`.
+pub(crate) fn timestamps(on: bool) -> Arc<str> {
+    notice(if on {
+        "timestamps on"
+    } else {
+        "timestamps off"
+    })
+}
+
+/// `: MESSAGE` after "away", or nothing for an away without a message.
+struct AwayMessage<'a>(&'a str);
+
+impl fmt::Display for AwayMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            "" => Ok(()),
+            message => write!(f, ": {message}"),
+        }
+    }
+}
+
+/// `*** you are away: lunch` (or `*** you are away`), the reply to `/away`.
+pub(crate) fn you_are_away(message: &str) -> Arc<str> {
+    notice(format_args!("you are away{}", AwayMessage(message)))
+}
+
+/// `*** you are back`, the reply to `/back`.
+pub(crate) fn you_are_back() -> Arc<str> {
+    notice("you are back")
+}
+
+/// `*** alice is away: lunch` (or `*** alice is away`), after a private message to alice.
+pub(crate) fn is_away(name: &str, message: &str) -> Arc<str> {
+    notice(format_args!("{name} is away{}", AwayMessage(message)))
+}
+
+/// `*** you now ignore bob`, the reply to `/ignore bob`.
+pub(crate) fn now_ignoring(name: &str) -> Arc<str> {
+    notice(format_args!("you now ignore {name}"))
+}
+
+/// `*** you no longer ignore bob`, the reply to `/unignore bob`.
+pub(crate) fn no_longer_ignoring(name: &str) -> Arc<str> {
+    notice(format_args!("you no longer ignore {name}"))
+}
+
+/// `*** you ignore (2): bob, carol` or `*** you ignore nobody`, the reply to `/ignore`.
+pub(crate) fn ignoring(mut names: Vec<&str>) -> Arc<str> {
+    if names.is_empty() {
+        return notice("you ignore nobody");
+    }
+    names.sort_unstable_by(|a, b| natural_order(a, b));
+    notice(format_args!(
+        "you ignore ({}): {}",
+        names.len(),
+        listing(&names, names.len())
+    ))
+}
+
+/// What `/whois` tells about a user.
+#[derive(Debug)]
+pub(crate) struct Whois<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) room: &'a str,
+    pub(crate) connected: Duration,
+    pub(crate) idle: Duration,
+    /// Shown to the user themself and to operators only.
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) away: Option<&'a str>,
+}
+
+/// `*** alice is in #lobby; connected for 1h05m; idle for 12s; address 127.0.0.1:4242; away:
+/// lunch`, the reply to `/whois`. The away message comes last: it is free text.
+pub(crate) fn whois(who: &Whois<'_>) -> Arc<str> {
+    let mut line = format!(
+        "*** {} is in #{}; connected for {}; idle for {}",
+        who.name,
+        who.room,
+        Elapsed(who.connected),
+        Elapsed(who.idle)
+    );
+    if let Some(addr) = who.addr {
+        let _ = write!(line, "; address {addr}");
+    }
+    if let Some(message) = who.away {
+        let _ = write!(line, "; away{}", AwayMessage(message));
+    }
+    line.push('\n');
+    line.into()
+}
+
+/// A duration in its two largest units: `42s`, `5m07s`, `2h05m`, `3d04h`.
+struct Elapsed(Duration);
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs();
+        match s {
+            0..60 => write!(f, "{s}s"),
+            60..3600 => write!(f, "{}m{:02}s", s / 60, s % 60),
+            3600..86400 => write!(f, "{}h{:02}m", s / 3600, s / 60 % 60),
+            _ => write!(f, "{}d{:02}h", s / 86400, s / 3600 % 24),
+        }
+    }
 }
 
 /// `! line too long (over 2048 bytes); it was not sent`.
@@ -412,7 +611,29 @@ mod tests {
             Ok(Input::Quit(Some("gone fishing")))
         );
         assert_eq!(parse("/join #rust"), Ok(Input::Join("#rust")));
+        assert_eq!(parse("/away"), Ok(Input::Away(None)));
+        assert_eq!(
+            parse("/AWAY  out to lunch "),
+            Ok(Input::Away(Some("out to lunch")))
+        );
+        assert_eq!(parse("/back"), Ok(Input::Back));
+        assert_eq!(parse("/ignore"), Ok(Input::Ignore(None)));
+        assert_eq!(parse("/ignore bob"), Ok(Input::Ignore(Some("bob"))));
+        assert_eq!(parse("/unignore bob"), Ok(Input::Unignore("bob")));
+        assert_eq!(parse("/whois bob"), Ok(Input::Whois("bob")));
+        assert_eq!(parse("/timestamps ON"), Ok(Input::Timestamps(true)));
+        assert_eq!(parse("/timestamps off"), Ok(Input::Timestamps(false)));
         let error = |line| parse(line).map_err(|e| e.to_string());
+        assert_eq!(
+            error("/timestamps"),
+            Err("usage: /timestamps on|off".into())
+        );
+        assert_eq!(
+            error("/timestamps 1"),
+            Err("usage: /timestamps on|off".into())
+        );
+        assert_eq!(error("/whois"), Err("usage: /whois NAME".into()));
+        assert_eq!(error("/unignore"), Err("usage: /unignore NAME".into()));
         assert_eq!(error("/msg bob"), Err("usage: /msg NAME TEXT".into()));
         assert_eq!(error("/nick"), Err("usage: /nick NAME".into()));
         assert_eq!(
@@ -426,9 +647,70 @@ mod tests {
         let names = vec![
             "guest100", "Bob", "guest23", "alice", "guest3", "guest023", "b0b",
         ];
+        let away = |name: &str| name == "Bob";
         assert_eq!(
-            &*who("lobby", names),
-            "*** users in #lobby (7): alice, b0b, Bob, guest3, guest023, guest23, guest100\n"
+            &*who("lobby", names.into_iter().map(|n| (n, away(n))).collect()),
+            "*** users in #lobby (7): alice, b0b, Bob (away), guest3, guest023, guest23, guest100\n"
+        );
+        let crowd: Vec<String> = (0..=MAX_LISTED).map(|i| format!("g{i}")).collect();
+        let reply = who("lobby", crowd.iter().map(|n| (&**n, true)).collect());
+        assert!(reply.starts_with("*** users in #lobby (101): g0 (away), g1 (away), "));
+        assert!(reply.ends_with(", g99 (away), and 1 more\n"), "{reply}");
+    }
+
+    #[test]
+    fn times_are_hours_and_minutes_utc_and_stamp_every_line() {
+        assert_eq!(Time(0).to_string(), "00:00");
+        // 2026-11-28 14:03:59 UTC.
+        assert_eq!(Time(1_795_874_639).to_string(), "14:03");
+        assert_eq!(
+            &*stamped(Time(59 * 60), "*** commands:\n***   /help\n"),
+            "00:59 *** commands:\n00:59 ***   /help\n"
+        );
+        let mut line = String::new();
+        push_history(&mut line, Time(23 * 3600 + 59 * 60), "alice: hi\n");
+        assert_eq!(line, "[history 23:59] alice: hi\n");
+    }
+
+    #[test]
+    fn whois_shows_two_units_of_time_and_the_away_message_last() {
+        let mut whois_ = Whois {
+            name: "alice",
+            room: "rust",
+            connected: Duration::from_secs(3 * 86400 + 4 * 3600 + 59),
+            idle: Duration::from_secs(42),
+            addr: None,
+            away: None,
+        };
+        assert_eq!(
+            &*whois(&whois_),
+            "*** alice is in #rust; connected for 3d04h; idle for 42s\n"
+        );
+        whois_.connected = Duration::from_secs(2 * 3600 + 5 * 60 + 7);
+        whois_.idle = Duration::from_secs(5 * 60 + 7);
+        whois_.addr = Some("192.0.2.1:4242".parse().expect("an address"));
+        whois_.away = Some("lunch; back at 2");
+        assert_eq!(
+            &*whois(&whois_),
+            "*** alice is in #rust; connected for 2h05m; idle for 5m07s; \
+             address 192.0.2.1:4242; away: lunch; back at 2\n"
+        );
+        whois_.away = Some("");
+        assert!(whois(&whois_).ends_with("; address 192.0.2.1:4242; away\n"));
+        assert_eq!(&*is_away("alice", ""), "*** alice is away\n");
+        assert_eq!(&*is_away("alice", "lunch"), "*** alice is away: lunch\n");
+    }
+
+    #[test]
+    fn ignore_listing_is_ordered_and_says_nobody_when_empty() {
+        assert_eq!(&*ignoring(Vec::new()), "*** you ignore nobody\n");
+        assert_eq!(
+            &*ignoring(vec!["guest10", "bob", "guest9"]),
+            "*** you ignore (3): bob, guest9, guest10\n"
+        );
+        assert_eq!(
+            CommandError::IgnoringTooMany.to_string(),
+            "you already ignore 100 users; /unignore one first"
         );
     }
 
@@ -438,9 +720,34 @@ mod tests {
             CommandError::InvalidName("a b".into()).to_string(),
             "invalid name \"a b\": use 1-16 letters, digits, _ or -"
         );
+        assert!(help()
+            .contains("/nick NAME          change your name (1-16 letters, digits, _ or -)\n"));
+    }
+
+    #[test]
+    fn the_protocol_document_gives_help_exactly() {
+        let document = include_str!("../docs/PROTOCOL.md");
         assert!(
-            help().contains("/nick NAME       change your name (1-16 letters, digits, _ or -)\n")
+            document.contains(&*help()),
+            "docs/PROTOCOL.md lacks:\n{}",
+            help()
         );
+    }
+
+    #[test]
+    fn help_names_only_commands_that_exist() {
+        for line in help().lines().skip(1) {
+            let usage = line.trim_start_matches("*** ").trim_start();
+            let word = usage.split(' ').next().unwrap_or_default();
+            if word != "//TEXT" {
+                let line_with_argument = format!("{word} on");
+                let parsed = parse(&line_with_argument);
+                assert!(
+                    !matches!(parsed, Err(CommandError::UnknownCommand(_))),
+                    "{line}"
+                );
+            }
+        }
     }
 
     #[test]

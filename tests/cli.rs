@@ -137,6 +137,7 @@ fn help_lists_every_flag_with_its_default() -> io::Result<()> {
         "--shutdown-grace",
         "--keepalive",
         "--history",
+        "--timestamps",
         "--motd",
         "--motd-file",
         "--backlog",
@@ -421,5 +422,25 @@ fn verbose_logs_chat_lines_by_size_only() -> io::Result<()> {
         assert_eq!(log_message(&line, "DEBUG"), Some(said.as_str()), "{line}");
         assert!(!line.contains("secret"));
         io::Result::Ok(())
+    })
+}
+
+#[test]
+fn timestamps_flag_starts_every_client_with_timestamps_on() -> io::Result<()> {
+    let server = Binary::start(&["--bind", "127.0.0.1:0", "--timestamps"])?;
+    smol::block_on(async {
+        let mut client = Client::connect_raw(server.addr).await?;
+        let welcome = client.line().await?;
+        let (time, rest) = welcome.split_at_checked(6).unwrap_or_default();
+        let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+        assert!(
+            time.strip_suffix(' ')
+                .and_then(|t| t.split_once(':'))
+                .is_some_and(|(h, m)| digits(h) && digits(m)),
+            "{welcome}"
+        );
+        assert!(rest.starts_with("*** welcome to smolchat, "), "{welcome}");
+        client.send("/timestamps off").await?;
+        client.until(|l| l == "*** timestamps off").await.map(drop)
     })
 }

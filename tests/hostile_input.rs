@@ -191,3 +191,45 @@ fn reset_connection_is_removed_promptly() -> io::Result<()> {
         .await
     })
 }
+
+#[test]
+fn away_whois_and_ignore_are_sanitized_limited_and_flood_controlled() -> io::Result<()> {
+    let server = TestServer::start(Config {
+        max_line: 64,
+        flood_burst: 3,
+        flood_rate: 20.0,
+        ..Config::default()
+    });
+    smol::block_on(async {
+        let mut c = server.clients(2).await?;
+        c[0].send("/away \u{1b}[2Jgone\u{7}").await?;
+        c[0].expect("*** you are away: \u{fffd}[2Jgone\u{fffd}")
+            .await?;
+        let long = format!("/away {}", "x".repeat(60));
+        c[0].send(&long).await?;
+        c[0].expect("! line too long (over 64 bytes); it was not sent")
+            .await?;
+        // Twelve commands at once: three pass, the others wait for tokens.
+        let started = Instant::now();
+        let burst: String = (0..4)
+            .map(|_| "/whois guest1\n/ignore guest1\n/unignore guest1\n")
+            .collect();
+        c[1].send_raw(burst.as_bytes()).await?;
+        for _ in 0..4 {
+            let whois = c[1].line().await?;
+            assert!(
+                whois.ends_with("; away: \u{fffd}[2Jgone\u{fffd}"),
+                "the long line changed nothing: {whois}"
+            );
+            c[1].expect("*** you now ignore guest1").await?;
+            c[1].expect("*** you no longer ignore guest1").await?;
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(server.handle.stats().flood_delayed >= 9);
+        Ok(())
+    })
+}

@@ -1,13 +1,19 @@
 //! The directory: every joined client by id and by name, and guest numbering. The one place a
-//! client's name and room are kept.
+//! client's name, room and preferences (away, ignore list, timestamps) are kept.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::Id;
 use crate::outbox::Outbox;
-use crate::protocol::CommandError;
+use crate::protocol::{CommandError, MAX_IGNORED};
+
+/// Most senders an away client remembers having told its away message. Past it the record
+/// starts over (those senders may be told once more), so a client away for weeks on a busy
+/// server does not collect the id of everyone who ever wrote to it.
+const MAX_TOLD_AWAY: usize = 256;
 
 /// A joined client, as the hub knows it.
 #[derive(Debug)]
@@ -17,6 +23,75 @@ pub(super) struct Client {
     pub(super) room: Arc<str>,
     pub(super) addr: SocketAddr,
     pub(super) outbox: Outbox,
+    /// When it joined, for `/whois`.
+    pub(super) connected: Instant,
+    /// When it last sent a message, action or private message, for `/whois`'s idle time.
+    pub(super) last_active: Instant,
+    /// Whether every line it gets starts with `HH:MM ` (`/timestamps`). Its room keeps a copy
+    /// beside its outbox so a broadcast looks nothing up; `Hub::set_timestamps` changes both.
+    pub(super) timestamps: bool,
+    /// Set by `/away`, cleared by `/back`.
+    pub(super) away: Option<Away>,
+    /// Whom it ignores, by id so that renames change nothing; at most [`MAX_IGNORED`].
+    pub(super) ignoring: Vec<Id>,
+    /// Who ignores it: its lines skip them. Empty for nearly everyone, so a broadcast of
+    /// anyone else's line costs nothing more.
+    pub(super) ignored_by: HashSet<Id>,
+    /// Whether it sees what only operators may: others' addresses in `/whois`. Moderation
+    /// grants it; nothing does yet, so it is `false` for everyone.
+    pub(super) operator: bool,
+}
+
+/// A client's away state.
+#[derive(Debug)]
+pub(super) struct Away {
+    /// Sanitized; empty for `/away` without a message.
+    pub(super) message: Arc<str>,
+    /// Who was already told this away message, so each sender gets it once.
+    told: HashSet<Id>,
+}
+
+impl Client {
+    pub(super) fn new(
+        name: Arc<str>,
+        room: Arc<str>,
+        addr: SocketAddr,
+        outbox: Outbox,
+        timestamps: bool,
+    ) -> Client {
+        let now = Instant::now();
+        Client {
+            name,
+            room,
+            addr,
+            outbox,
+            connected: now,
+            last_active: now,
+            timestamps,
+            away: None,
+            ignoring: Vec::new(),
+            ignored_by: HashSet::new(),
+            operator: false,
+        }
+    }
+}
+
+impl Away {
+    pub(super) fn new(message: Arc<str>) -> Away {
+        Away {
+            message,
+            told: HashSet::new(),
+        }
+    }
+
+    /// Whether `sender`'s private message should get the away message back: the first time
+    /// for each sender (see [`MAX_TOLD_AWAY`]).
+    pub(super) fn tell(&mut self, sender: Id) -> bool {
+        if self.told.len() >= MAX_TOLD_AWAY && !self.told.contains(&sender) {
+            self.told.clear();
+        }
+        self.told.insert(sender)
+    }
 }
 
 /// Clients by id, and ids by name.
@@ -31,13 +106,14 @@ pub(super) struct Directory {
 }
 
 impl Directory {
-    /// Adds a client under the next free `guestN` name; returns its id and name.
+    /// Adds a client under the next free `guestN` name; returns its id and record.
     pub(super) fn register(
         &mut self,
         addr: SocketAddr,
         room: Arc<str>,
         outbox: Outbox,
-    ) -> (Id, Arc<str>) {
+        timestamps: bool,
+    ) -> (Id, &Client) {
         let id = self.next_id;
         self.next_id += 1;
         let name: Arc<str> = loop {
@@ -48,14 +124,8 @@ impl Directory {
             }
         };
         self.names.insert(name.to_ascii_lowercase(), id);
-        let client = Client {
-            name: name.clone(),
-            room,
-            addr,
-            outbox,
-        };
-        self.clients.insert(id, client);
-        (id, name)
+        let client = Client::new(name, room, addr, outbox, timestamps);
+        (id, self.clients.entry(id).insert_entry(client).into_mut())
     }
 
     pub(super) fn get(&self, id: Id) -> Option<&Client> {
@@ -91,10 +161,79 @@ impl Directory {
         Ok(old)
     }
 
-    /// Takes a client out; its name is free again.
+    /// Makes `id` ignore the client named `name`; returns that client's name as it is spelled.
+    pub(super) fn ignore(&mut self, id: Id, name: &str) -> Result<Arc<str>, CommandError> {
+        let (target, client) = self
+            .find(name)
+            .ok_or_else(|| CommandError::NoSuchUser(name.into()))?;
+        let name = client.name.clone();
+        if target == id {
+            return Err(CommandError::IgnoreSelf);
+        }
+        let ignoring = &mut self
+            .clients
+            .get_mut(&id)
+            .ok_or_else(|| CommandError::NoSuchUser((*name).into()))?
+            .ignoring;
+        if ignoring.contains(&target) {
+            return Err(CommandError::AlreadyIgnoring(name));
+        }
+        if ignoring.len() >= MAX_IGNORED {
+            return Err(CommandError::IgnoringTooMany);
+        }
+        ignoring.push(target);
+        if let Some(client) = self.clients.get_mut(&target) {
+            client.ignored_by.insert(id);
+        }
+        Ok(name)
+    }
+
+    /// Undoes [`ignore`](Self::ignore); returns the name as it is spelled.
+    pub(super) fn unignore(&mut self, id: Id, name: &str) -> Result<Arc<str>, CommandError> {
+        let (target, client) = self
+            .find(name)
+            .ok_or_else(|| CommandError::NoSuchUser(name.into()))?;
+        let name = client.name.clone();
+        let ignoring = &mut self
+            .clients
+            .get_mut(&id)
+            .ok_or_else(|| CommandError::NoSuchUser((*name).into()))?
+            .ignoring;
+        let at = ignoring
+            .iter()
+            .position(|&other| other == target)
+            .ok_or_else(|| CommandError::NotIgnoring(name.clone()))?;
+        ignoring.remove(at);
+        if let Some(client) = self.clients.get_mut(&target) {
+            client.ignored_by.remove(&id);
+        }
+        Ok(name)
+    }
+
+    /// The names of those `id` ignores.
+    pub(super) fn ignored(&self, id: Id) -> Vec<&str> {
+        self.get(id)
+            .into_iter()
+            .flat_map(|client| &client.ignoring)
+            .filter_map(|other| self.get(*other))
+            .map(|other| &*other.name)
+            .collect()
+    }
+
+    /// Takes a client out; its name is free again, and it drops out of every ignore list.
     pub(super) fn remove(&mut self, id: Id) -> Option<Client> {
         let client = self.clients.remove(&id)?;
         self.names.remove(&client.name.to_ascii_lowercase());
+        for other in &client.ignoring {
+            if let Some(other) = self.clients.get_mut(other) {
+                other.ignored_by.remove(&id);
+            }
+        }
+        for other in &client.ignored_by {
+            if let Some(other) = self.clients.get_mut(other) {
+                other.ignoring.retain(|&ignored| ignored != id);
+            }
+        }
         Some(client)
     }
 
@@ -119,11 +258,9 @@ mod tests {
 
     fn register(directory: &mut Directory) -> (Id, Arc<str>) {
         let addr = "192.0.2.1:1000".parse().expect("an address");
-        directory.register(
-            addr,
-            "lobby".into(),
-            crate::outbox::testing::outbox(8, 1024).0,
-        )
+        let outbox = crate::outbox::testing::outbox(8, 1024).0;
+        let (id, client) = directory.register(addr, "lobby".into(), outbox, false);
+        (id, client.name.clone())
     }
 
     #[test]
@@ -154,5 +291,62 @@ mod tests {
         assert_eq!(directory.find("ALICE").map(|(id, _)| id), Some(alice));
         directory.remove(alice);
         assert_eq!(directory.rename(bob, "alice").as_deref(), Ok("guest2"));
+    }
+
+    #[test]
+    fn ignoring_is_by_id_bounded_and_undone_when_either_side_leaves() {
+        let mut directory = Directory::default();
+        let (alice, _) = register(&mut directory);
+        let (bob, _) = register(&mut directory);
+        assert_eq!(directory.ignore(alice, "GUEST2").as_deref(), Ok("guest2"));
+        assert_eq!(
+            directory.ignore(alice, "guest2"),
+            Err(CommandError::AlreadyIgnoring("guest2".into()))
+        );
+        assert_eq!(
+            directory.ignore(alice, "guest1"),
+            Err(CommandError::IgnoreSelf)
+        );
+        directory.rename(bob, "bob").expect("free");
+        assert_eq!(directory.ignored(alice), ["bob"]);
+        assert!(directory
+            .get(bob)
+            .is_some_and(|b| b.ignored_by.contains(&alice)));
+        assert_eq!(
+            directory.unignore(bob, "guest1"),
+            Err(CommandError::NotIgnoring("guest1".into()))
+        );
+
+        let others: Vec<(Id, Arc<str>)> =
+            (0..MAX_IGNORED).map(|_| register(&mut directory)).collect();
+        for (_, name) in &others[1..] {
+            directory.ignore(alice, name).expect("within the bound");
+        }
+        assert_eq!(
+            directory.ignore(alice, &others[0].1),
+            Err(CommandError::IgnoringTooMany)
+        );
+
+        directory.remove(bob);
+        assert_eq!(directory.ignored(alice).len(), MAX_IGNORED - 1);
+        assert!(directory
+            .get(alice)
+            .is_some_and(|a| !a.ignoring.contains(&bob)));
+        directory.remove(alice);
+        assert!(others
+            .iter()
+            .all(|(o, _)| directory.get(*o).is_some_and(|c| c.ignored_by.is_empty())));
+    }
+
+    #[test]
+    fn an_away_message_is_told_once_per_sender() {
+        let mut away = Away::new("lunch".into());
+        assert!(away.tell(1));
+        assert!(!away.tell(1));
+        assert!(away.tell(2));
+        for sender in 3..(MAX_TOLD_AWAY as Id + 2) {
+            assert!(away.tell(sender));
+        }
+        assert!(away.told.len() <= MAX_TOLD_AWAY, "bounded");
     }
 }

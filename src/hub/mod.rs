@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //!
-//! - `directory`: joined clients by id and by name, guest numbering; a client's name and room.
+//! - `directory`: joined clients by id and by name, guest numbering; a client's name, room and
+//!   preferences (away, ignore list, timestamps).
 //! - `rooms`: each room's members and history; [`Rooms::broadcast`](rooms::Rooms::broadcast) is
 //!   where a line fans out.
 //! - `admission`: open connections in all and per address, where those limits are enforced.
@@ -24,20 +25,21 @@ mod subscribers;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 
 use crate::event::{Event, LeaveReason, Refusal};
 use crate::handle::{NotFound, RoomInfo, Stats, User};
 use crate::outbox::{Backlog, Outbox, Pace};
-use crate::protocol::{self, check_name, CommandError, NameError};
+use crate::protocol::{self, check_name, CommandError, NameError, Time, Whois};
 use crate::sanitize::sanitize;
 use crate::Config;
 
 use admission::Admission;
 pub(crate) use counters::Counters;
 use counters::Tally;
-use directory::{Client, Directory};
+use directory::{Away, Client, Directory};
 use rooms::Rooms;
 use subscribers::Subscribers;
 
@@ -242,14 +244,21 @@ impl Hub {
             return Err(Refusal::ShuttingDown);
         }
         let st = &mut *st;
-        let (id, name) = st.directory.register(addr, LOBBY.into(), outbox.clone());
-        // A new queue is empty: what a newcomer gets first needs no pacing.
-        let _ = outbox.force(protocol::welcome(&name));
+        let (id, client) =
+            st.directory
+                .register(addr, LOBBY.into(), outbox, self.config.timestamps);
+        let name = client.name.clone();
+        // A new queue is empty: what a newcomer gets first needs no pacing. The MOTD is one
+        // copy for every client, however long (up to `MAX_MOTD`), unless it must be stamped.
+        let stamp = |lines: &Arc<str>| match client.timestamps {
+            true => protocol::stamped(Time::now(), lines),
+            false => lines.clone(),
+        };
+        let _ = client.outbox.force(stamp(&protocol::welcome(&name)));
         if let Some(motd) = &st.motd {
-            // One copy for every client, however long (up to `MAX_MOTD`).
-            let _ = outbox.force(motd.clone());
+            let _ = client.outbox.force(stamp(motd));
         }
-        let room = st.rooms.enter(id, &name, LOBBY, outbox);
+        let room = st.rooms.enter(id, client, LOBBY);
         if let Some(client) = st.directory.get_mut(id) {
             client.room = room.clone();
         }
@@ -275,14 +284,18 @@ impl Hub {
     pub(crate) fn say(&self, id: Id, text: &str, action: bool) -> Result<(), Refused> {
         let mut st = self.lock();
         let st = &mut *st;
-        let client = st.directory.get(id).ok_or(Refused::Gone)?;
+        let client = st.directory.get_mut(id).ok_or(Refused::Gone)?;
         let (name, room) = (client.name.clone(), client.room.clone());
+        let hidden_from = Some(&client.ignored_by);
         let mut held = Held::default();
-        st.rooms.hold(&room, Some(id), &mut held, &mut st.doomed);
+        st.rooms
+            .hold(&room, Some(id), hidden_from, &mut held, &mut st.doomed);
         held.verdict()?;
+        client.last_active = Instant::now();
         let line = protocol::chat(&name, text, action);
-        st.rooms.broadcast(&room, &line, Some(id), &mut st.doomed);
-        st.rooms.remember(&room, line);
+        st.rooms
+            .broadcast(&room, &line, Some(id), hidden_from, &mut st.doomed);
+        st.rooms.remember(&room, id, Time::now(), line);
         st.tally.relayed += 1;
         st.emit_chat(|| Event::Message {
             name,
@@ -293,21 +306,45 @@ impl Hub {
         Ok(())
     }
 
-    /// Sends a private message, to anyone in any room.
+    /// Sends a private message, to anyone in any room. If the recipient ignores the sender it
+    /// is not delivered, and nothing tells the sender. If the recipient is away, the sender gets
+    /// the away message, once per sender for each `/away`.
     pub(crate) fn private(&self, id: Id, to: &str, text: &str) -> Result<(), Refused> {
         let mut st = self.lock();
         let st = &mut *st;
-        let from = st.directory.get(id).ok_or(Refused::Gone)?.name.clone();
+        if st.directory.get(id).is_none() {
+            return Err(Refused::Gone);
+        }
         let Some((target, client)) = st.directory.find(to) else {
             return Err(CommandError::NoSuchUser(to.into()).into());
         };
-        let target_name = client.name.clone();
+        let ignored = client.ignoring.contains(&id);
         let mut held = Held::default();
-        held.check(target, &client.outbox, &mut st.doomed);
+        if !ignored {
+            held.check(target, &client.outbox, &mut st.doomed);
+        }
         st.hold(id, &mut held);
         held.verdict()?;
-        st.send(target, &protocol::pm_from(&from, text));
+        let Some(sender) = st.directory.get_mut(id) else {
+            return Err(Refused::Gone);
+        };
+        sender.last_active = Instant::now();
+        let from = sender.name.clone();
+        let Some(client) = st.directory.get_mut(target) else {
+            return Err(CommandError::NoSuchUser(to.into()).into());
+        };
+        let target_name = client.name.clone();
+        let away_reply = client.away.as_mut().and_then(|away| {
+            away.tell(id)
+                .then(|| protocol::is_away(&target_name, &away.message))
+        });
+        if !ignored {
+            st.send(target, &protocol::pm_from(&from, text));
+        }
         st.send(id, &protocol::pm_to(&target_name, text));
+        if let Some(reply) = away_reply {
+            st.send(id, &reply);
+        }
         st.tally.relayed += 1;
         st.emit_chat(|| Event::Private {
             from,
@@ -330,7 +367,8 @@ impl Hub {
         let mut held = Held::default();
         st.hold(id, &mut held);
         if st.rooms.announces(&room) {
-            st.rooms.hold(&room, Some(id), &mut held, &mut st.doomed);
+            st.rooms
+                .hold(&room, Some(id), None, &mut held, &mut st.doomed);
         }
         held.verdict()?;
         let old = st.directory.rename(id, new)?;
@@ -363,20 +401,22 @@ impl Hub {
         st.hold(id, &mut held);
         for room in [&*old, &key] {
             if st.rooms.announces(room) {
-                st.rooms.hold(room, Some(id), &mut held, &mut st.doomed);
+                st.rooms
+                    .hold(room, Some(id), None, &mut held, &mut st.doomed);
             }
         }
         held.verdict()?;
-        let Some(outbox) = st.rooms.leave(id, &old) else {
+        if !st.rooms.leave(id, &old) {
             return Err(Refused::Gone);
-        };
+        }
         st.rooms.announce(
             &old,
             || protocol::moved(&name, &old, &key),
             None,
             &mut st.doomed,
         );
-        let new = st.rooms.enter(id, &name, &key, outbox);
+        let client = st.directory.get(id).ok_or(Refused::Gone)?;
+        let new = st.rooms.enter(id, client, &key);
         if let Some(client) = st.directory.get_mut(id) {
             client.room = new.clone();
         }
@@ -398,14 +438,96 @@ impl Hub {
     pub(crate) fn who(&self, id: Id) -> Result<(), Refused> {
         let mut st = self.lock();
         let room = st.directory.get(id).ok_or(Refused::Gone)?.room.clone();
-        let names: Vec<&str> = st
+        let names: Vec<(&str, bool)> = st
             .rooms
             .members(&room)
             .filter_map(|member| st.directory.get(member))
-            .map(|c| &*c.name)
+            .map(|c| (&*c.name, c.away.is_some()))
             .collect();
         let reply = protocol::who(&room, names);
         st.reply(id, &reply)
+    }
+
+    /// Sends the `/whois` reply about `name`: the address only to the user themself and to
+    /// operators.
+    pub(crate) fn whois(&self, id: Id, name: &str) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let operator = st.directory.get(id).ok_or(Refused::Gone)?.operator;
+        let (target, client) = st
+            .directory
+            .find(name)
+            .ok_or_else(|| CommandError::NoSuchUser(name.into()))?;
+        let now = Instant::now();
+        let reply = protocol::whois(&Whois {
+            name: &client.name,
+            room: &client.room,
+            connected: now.saturating_duration_since(client.connected),
+            idle: now.saturating_duration_since(client.last_active),
+            addr: (target == id || operator).then_some(client.addr),
+            away: client.away.as_ref().map(|away| &*away.message),
+        });
+        st.reply(id, &reply)
+    }
+
+    /// Marks a client away, with a message (sanitized) that private messages get back; a new
+    /// `/away` starts telling every sender again.
+    pub(crate) fn set_away(&self, id: Id, message: Option<&str>) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let message: Arc<str> = message.unwrap_or_default().into();
+        st.reply(id, &protocol::you_are_away(&message))?;
+        if let Some(client) = st.directory.get_mut(id) {
+            client.away = Some(Away::new(message));
+        }
+        Ok(())
+    }
+
+    /// Ends a client's away.
+    pub(crate) fn back(&self, id: Id) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let client = st.directory.get(id).ok_or(Refused::Gone)?;
+        if client.away.is_none() {
+            return Err(CommandError::NotAway.into());
+        }
+        st.reply(id, &protocol::you_are_back())?;
+        if let Some(client) = st.directory.get_mut(id) {
+            client.away = None;
+        }
+        Ok(())
+    }
+
+    /// Hides `name`'s lines, actions and private messages from a client, for as long as both
+    /// are connected, whatever either is called.
+    pub(crate) fn ignore(&self, id: Id, name: &str) -> Result<(), Refused> {
+        let mut st = self.lock();
+        st.clear(id)?;
+        let name = st.directory.ignore(id, name)?;
+        st.reply(id, &protocol::now_ignoring(&name))
+    }
+
+    /// Undoes [`ignore`](Self::ignore).
+    pub(crate) fn unignore(&self, id: Id, name: &str) -> Result<(), Refused> {
+        let mut st = self.lock();
+        st.clear(id)?;
+        let name = st.directory.unignore(id, name)?;
+        st.reply(id, &protocol::no_longer_ignoring(&name))
+    }
+
+    /// Sends the list of those a client ignores.
+    pub(crate) fn list_ignored(&self, id: Id) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let reply = protocol::ignoring(st.directory.ignored(id));
+        st.reply(id, &reply)
+    }
+
+    /// Turns a client's timestamps on or off.
+    pub(crate) fn set_timestamps(&self, id: Id, on: bool) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.clear(id)?;
+        let client = st.directory.get_mut(id).ok_or(Refused::Gone)?;
+        client.timestamps = on;
+        st.rooms.set_timestamps(&client.room, id, on);
+        st.reply(id, &protocol::timestamps(on))
     }
 
     /// Sends the `/rooms` listing.
@@ -444,9 +566,15 @@ impl Hub {
         // Everyone goes at once: no room is left to tell, so clear the tables wholesale instead
         // of taking clients out of their rooms one by one (quadratic in a crowded room).
         let farewell = protocol::shutting_down();
+        let mut stamped = None;
         let clients: Vec<Client> = st.directory.drain();
         st.rooms.clear();
         for client in clients {
+            let farewell = if client.timestamps {
+                stamped.get_or_insert_with(|| protocol::stamped(Time::now(), &farewell))
+            } else {
+                &farewell
+            };
             let _ = client.outbox.force(farewell.clone());
             client.outbox.close();
             st.emit(|| Event::Left {
@@ -461,12 +589,16 @@ impl Hub {
 
     pub(crate) fn users(&self) -> Vec<User> {
         let st = self.lock();
+        let now = Instant::now();
         st.directory
             .clients()
             .map(|c| User {
                 name: c.name.clone(),
                 room: c.room.clone(),
                 addr: c.addr,
+                away: c.away.as_ref().map(|away| away.message.clone()),
+                connected_for: now.saturating_duration_since(c.connected),
+                idle_for: now.saturating_duration_since(c.last_active),
             })
             .collect()
     }
@@ -551,21 +683,33 @@ impl State {
         }
     }
 
-    /// Sends a client a reply, once its own queue has room.
-    fn reply(&mut self, id: Id, line: &Arc<str>) -> Result<(), Refused> {
+    /// `Ok` if a client is here and its own queue has room for a reply.
+    fn clear(&mut self, id: Id) -> Result<(), Refused> {
         if self.directory.get(id).is_none() {
             return Err(Refused::Gone);
         }
         let mut held = Held::default();
         self.hold(id, &mut held);
-        held.verdict()?;
+        held.verdict()
+    }
+
+    /// Sends a client a reply, once its own queue has room.
+    fn reply(&mut self, id: Id, line: &Arc<str>) -> Result<(), Refused> {
+        self.clear(id)?;
         self.send(id, line);
         Ok(())
     }
 
-    /// Queues a line for one client; a client over its bound is doomed.
+    /// Queues a line for one client, timestamped if it asked; a client over its bound is doomed.
     fn send(&mut self, id: Id, line: &Arc<str>) {
         if let Some(client) = self.directory.get(id) {
+            let stamped;
+            let line = if client.timestamps {
+                stamped = protocol::stamped(Time::now(), line);
+                &stamped
+            } else {
+                line
+            };
             if let Err(e) = client.outbox.push(line) {
                 self.doomed.push((id, e.into()));
             }
@@ -574,7 +718,8 @@ impl State {
 
     /// Queues a line for every member of a room except `except`.
     fn broadcast(&mut self, room: &str, line: &Arc<str>, except: Option<Id>) {
-        self.rooms.broadcast(room, line, except, &mut self.doomed);
+        self.rooms
+            .broadcast(room, line, except, None, &mut self.doomed);
     }
 
     /// Removes a client everywhere, queues its last line, closes its outbox and tells its room.
@@ -584,6 +729,11 @@ impl State {
         };
         self.rooms.leave(id, &client.room);
         if let Some(line) = farewell {
+            let line = if client.timestamps {
+                protocol::stamped(Time::now(), &line)
+            } else {
+                line
+            };
             let _ = client.outbox.force(line);
         }
         client.outbox.close();
@@ -687,5 +837,34 @@ mod tests {
             hub.change_room(id, "den"),
             Err(Refused::Command(CommandError::AlreadyInRoom(room))) if &*room == "den"
         ));
+    }
+
+    #[test]
+    fn whois_shows_the_address_to_the_user_themself_and_to_operators() {
+        let hub = Hub::new(Config::default(), addr());
+        let (out, _alice_inbox) = outbox(100, 1 << 20);
+        let alice = hub.join(addr(), out).expect("joined");
+        let (out, mut bob_inbox) = outbox(100, 1 << 20);
+        let bob = hub.join(addr(), out).expect("joined");
+        let mut last_line = || {
+            let text = crate::outbox::testing::drain(&mut bob_inbox);
+            text.lines()
+                .last()
+                .map(|l| format!("{l}\n"))
+                .unwrap_or_default()
+        };
+        let address = "; address 192.0.2.1:1000\n";
+        hub.whois(bob, "guest2").expect("bob exists");
+        assert!(last_line().ends_with(address));
+        hub.whois(bob, "guest1").expect("alice exists");
+        assert!(!last_line().contains(address));
+        if let Some(client) = hub.lock().directory.get_mut(bob) {
+            client.operator = true;
+        }
+        hub.whois(bob, "guest1").expect("alice exists");
+        let line = last_line();
+        assert!(line.starts_with("*** guest1 is in #lobby;"), "{line}");
+        assert!(line.ends_with(address), "{line}");
+        assert!(hub.identity(alice).is_some());
     }
 }

@@ -94,6 +94,21 @@ impl TestServer {
         Ok(clients)
     }
 
+    /// Connects one client per name and renames each; everyone has read every notice.
+    pub async fn named(&self, names: &[&str]) -> io::Result<Vec<Client>> {
+        let mut c = self.clients(names.len()).await?;
+        for (i, name) in names.iter().enumerate() {
+            let old = c[i].name.clone();
+            c[i].nick(name).await?;
+            for (j, other) in c.iter_mut().enumerate() {
+                if j != i {
+                    other.expect(&format!("*** {old} is now {name}")).await?;
+                }
+            }
+        }
+        Ok(c)
+    }
+
     /// Shuts down and waits for `run` to return.
     pub fn stop(mut self) {
         self.join();
@@ -235,6 +250,25 @@ impl Client {
     pub async fn sync(&mut self) -> io::Result<()> {
         self.send("/rooms").await?;
         self.until(|l| l.starts_with("*** rooms: ")).await.map(drop)
+    }
+
+    /// Proves nothing else reached the client since its last read: asks for `/rooms`, whose
+    /// reply must be the very next line.
+    pub async fn expect_nothing_more(&mut self) -> io::Result<()> {
+        self.send("/rooms").await?;
+        let line = self.line().await?;
+        if !line.starts_with("*** rooms: ") {
+            return Err(io::Error::other(format!(
+                "{}: expected nothing more, got {line:?}",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The client's own end of the connection, as the server sees it.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.writer.local_addr()
     }
 
     pub fn into_parts(self) -> (BufReader<TcpStream>, TcpStream) {
