@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use futures_lite::future::{self, FutureExt};
 use smol::{Async, Timer};
 
+use crate::auth;
 use crate::config::{Draft, Verdict};
 use crate::event::{LeaveReason, Refusal};
 use crate::framing::{Frame, Framer};
-use crate::hub::{Hub, Id};
+use crate::hub::{Hub, Id, OperError};
 use crate::outbox::{outbox, Inbox};
 use crate::protocol::{self, CommandError, Input};
 use crate::sanitize::sanitize;
@@ -34,8 +35,18 @@ const MAX_BATCH: usize = 256;
 /// How the reader ended, and the last line for the client, if any.
 type Ending = (LeaveReason, Option<Arc<str>>);
 
+/// What the reader does after a line, when not just the next one.
+enum After {
+    End(Ending),
+    /// Waits, not reading, then sends the line: a wrong password's answer.
+    Delay(Duration, Arc<str>),
+}
+
 /// Serves one admitted client until it leaves, is removed, or its socket fails.
 pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr) {
+    let Some(framer) = auth::authenticate(hub, &stream, addr).await else {
+        return;
+    };
     let (outbox, inbox) = outbox(hub.config.queue_lines, hub.config.queue_bytes);
     let id = match hub.join(addr, outbox) {
         Ok(id) => id,
@@ -47,7 +58,7 @@ pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr)
         left: false,
     };
     let mut writer = pin!(write_loop(&stream, inbox, &hub.config));
-    let reader = async { Ok(read_loop(&stream, hub, id).await) };
+    let reader = async { Ok(read_loop(&stream, hub, id, framer).await) };
     match reader.or(async { Err(writer.as_mut().await) }).await {
         Ok((reason, farewell)) => {
             registration.leave(reason, farewell);
@@ -60,7 +71,9 @@ pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr)
 
 /// Tells a client it cannot be served, if its socket takes the line at once, and closes.
 pub(crate) fn refuse(mut stream: &TcpStream, reason: &Refusal) {
-    let _ = stream.write(protocol::refused(reason).as_bytes());
+    if let Some(line) = protocol::refused(reason) {
+        let _ = stream.write(line.as_bytes());
+    }
 }
 
 /// A client's place in the hub, given up however its connection ends: normally, by a panic
@@ -85,9 +98,8 @@ impl Drop for Registration<'_> {
     }
 }
 
-async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, id: Id) -> Ending {
+async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, id: Id, mut framer: Framer) -> Ending {
     let config = &hub.config;
-    let mut framer = Framer::new(config.max_line);
     let mut flood = Flood::new(config);
     let mut partial_since = None;
     let mut handled = 0_u32;
@@ -106,8 +118,13 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, id: Id) -> Ending {
                 // making every idle connection's task bigger.
                 Box::pin(Timer::after(delay)).await;
             }
-            if let Some(ending) = handle_line(hub, id, line) {
-                return ending;
+            match handle_line(hub, id, line) {
+                Some(After::End(ending)) => return ending,
+                Some(After::Delay(delay, reply)) => {
+                    Box::pin(Timer::after(delay)).await;
+                    hub.reply(id, &reply);
+                }
+                None => {}
             }
             handled += 1;
             if handled.is_multiple_of(LINES_PER_TURN) {
@@ -154,8 +171,8 @@ fn read_some(mut stream: &TcpStream, framer: &mut Framer) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Acts on one line; returns how the connection ends if the line ends it.
-fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
+/// Acts on one line; returns what the reader must do next, if not read the next line.
+fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<After> {
     let raw = String::from_utf8_lossy(line);
     let text = sanitize(&raw);
     let result = match protocol::parse(&text) {
@@ -180,11 +197,32 @@ fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
             Ok(())
         }
         Ok(Input::Quit(reason)) => {
-            return Some((
+            return Some(After::End((
                 LeaveReason::Quit(reason.map(Arc::from)),
                 Some(protocol::bye()),
-            ))
+            )))
         }
+        Ok(Input::Topic(text)) => hub.topic(id, text),
+        Ok(Input::Pass(_)) => Err(CommandError::NoPasswordNeeded),
+        Ok(Input::Oper(password)) => match hub.oper(id, password) {
+            Ok(()) => Ok(()),
+            Err(OperError::NoOperators) => Err(CommandError::NoOperators),
+            Err(OperError::Wrong(delay)) => {
+                let reply = protocol::error(CommandError::WrongPassword);
+                return Some(After::Delay(delay, reply));
+            }
+        },
+        Ok(Input::Kick(name, reason)) => hub.kick_by(id, name, reason),
+        Ok(Input::Ban {
+            target,
+            duration,
+            reason,
+        }) => hub.ban_by(id, target, duration, reason),
+        Ok(Input::Unban(target)) => hub.unban_by(id, target),
+        Ok(Input::Bans) => hub.list_bans(id),
+        Ok(Input::Mute(name)) => hub.mute_by(id, name, true),
+        Ok(Input::Unmute(name)) => hub.mute_by(id, name, false),
+        Ok(Input::Stats) => hub.stats_for(id),
         Err(e) => Err(e),
     };
     if let Err(e) = result {

@@ -64,17 +64,22 @@
 //!
 //! - `server`: [`Server`] binds, runs the accept loop and the shutdown sequence.
 //! - `hub`: the shared state behind one mutex, in parts: `directory` (clients, names), `rooms`
-//!   (members, history, the fan-out), `admission` (connection limits), `subscribers`, `counters`.
+//!   (members, history, topics, the fan-out), `admission` (connection limits, address lists,
+//!   bans), `subscribers`, `counters`.
 //! - `outbox`: a client's bounded queue of lines waiting to be written.
 //! - `connection`: one client's reader (lines to chat) and writer (outbox to socket).
+//! - `auth`: a private server's `/pass` phase before a client joins; password comparison.
 //! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines, safe text, commands,
 //!   and every line the server sends.
 //! - `handle`, `event`: the host's view: [`Handle`], [`Stats`], [`Event`].
 //! - `config`: [`Config`], every limit with the reason for its default.
+//! - `cidr`: [`Cidr`], the address ranges of allow and deny lists and bans.
 //! - `net`: socket options std lacks (listen backlog, keepalive timing).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod auth;
+mod cidr;
 mod config;
 mod connection;
 mod event;
@@ -87,9 +92,10 @@ mod protocol;
 mod sanitize;
 mod server;
 
+pub use cidr::{Cidr, CidrError};
 pub use config::{Config, Draft, Filter, Verdict};
 pub use event::{Event, LeaveReason, Refusal};
-pub use handle::{Handle, NotFound, RoomInfo, Stats, User};
+pub use handle::{Ban, BanListFull, Handle, NotFound, RoomInfo, Stats, User};
 pub use server::Server;
 
 /// The pure parsers, reachable for the fuzz target only; not part of the API.

@@ -17,6 +17,12 @@ pub(super) struct Client {
     pub(super) room: Arc<str>,
     pub(super) addr: SocketAddr,
     pub(super) outbox: Outbox,
+    /// Gave the right `/oper` password.
+    pub(super) operator: bool,
+    /// Its lines go nowhere (`/mute`).
+    pub(super) muted: bool,
+    /// Wrong `/oper` passwords so far: each doubles the wait for the next answer.
+    pub(super) oper_failures: u32,
 }
 
 /// Clients by id, and ids by name.
@@ -53,6 +59,9 @@ impl Directory {
             room,
             addr,
             outbox,
+            operator: false,
+            muted: false,
+            oper_failures: 0,
         };
         self.clients.insert(id, client);
         (id, name)

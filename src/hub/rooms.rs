@@ -25,6 +25,8 @@ struct Room {
     members: Vec<(Id, Outbox)>,
     /// The last relayed lines, replayed to whoever joins.
     history: VecDeque<Arc<str>>,
+    /// Shown to whoever joins and in `/rooms`; goes with the room when it empties.
+    topic: Option<Arc<str>>,
 }
 
 impl Rooms {
@@ -102,6 +104,9 @@ impl Rooms {
             .map_or_else(|| key.into(), |(k, _)| k.clone());
         let room = self.rooms.entry(key.clone()).or_default();
         protocol::push_you_are(&mut greeting, name, &key, room.members.len() + 1);
+        if let Some(topic) = &room.topic {
+            protocol::push_topic(&mut greeting, &key, topic);
+        }
         for line in &room.history {
             protocol::push_history(&mut greeting, line);
         }
@@ -152,11 +157,22 @@ impl Rooms {
             .flat_map(|room| room.members.iter().map(|(id, _)| *id))
     }
 
-    /// Every room's key and size, in no particular order.
-    pub(super) fn sizes(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
+    /// Every room's key, size and topic, in no particular order.
+    pub(super) fn sizes(&self) -> impl Iterator<Item = (&Arc<str>, usize, Option<&Arc<str>>)> {
         self.rooms
             .iter()
-            .map(|(key, room)| (key, room.members.len()))
+            .map(|(key, room)| (key, room.members.len(), room.topic.as_ref()))
+    }
+
+    pub(super) fn topic(&self, key: &str) -> Option<&Arc<str>> {
+        self.rooms.get(key)?.topic.as_ref()
+    }
+
+    /// Sets or clears (`None`) a room's topic.
+    pub(super) fn set_topic(&mut self, key: &str, topic: Option<Arc<str>>) {
+        if let Some(room) = self.rooms.get_mut(key) {
+            room.topic = topic;
+        }
     }
 }
 
@@ -213,10 +229,12 @@ mod tests {
             rooms.remember(&den, line.into());
         }
         let (b, b_in) = outbox(8, 4096);
+        rooms.set_topic(&den, Some("digging".into()));
         rooms.enter(2, "b", "den", b, "hi\n".into(), &mut doomed);
         assert_eq!(
             drain(&b_in),
-            "hi\n*** you are b in #den; users here: 2\n[history] a: 2\n[history] a: 3\n"
+            "hi\n*** you are b in #den; users here: 2\n*** topic of #den: digging\n\
+             [history] a: 2\n[history] a: 3\n"
         );
         assert!(rooms.leave(1, "den").is_some());
         assert!(rooms.leave(2, "den").is_some());
