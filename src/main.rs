@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_signal::{Signal, Signals};
 use futures_lite::StreamExt;
 use smol::Executor;
-use smolchat::{Config, Event, Server};
+use smolchat::{Cidr, Config, Event, Server};
 
 const DEFAULT_HOST: &str = "0.0.0.0";
 const DEFAULT_PORT: u16 = 8888;
@@ -55,6 +55,14 @@ Options:
       --motd TEXT                  message of the day shown on connect
       --motd-file PATH             read the message of the day from a file
       --backlog N                  listen backlog [default: {}]
+      --oper-password-file PATH    read the /oper password from a file (first line); no operators without it
+      --password-file PATH         make the server private: clients must /pass the password in this file
+      --auth-timeout SECS          drop a client that has not given the /pass password this long [default: {}]
+      --password-delay SECS        hold up the answer to a wrong password, doubling per failure [default: {}]
+      --topic-ops-only             only operators may set room topics
+      --allow CIDR                 accept only these addresses (repeatable; e.g. 192.0.2.0/24, 2001:db8::/32)
+      --deny CIDR                  refuse these addresses, silently (repeatable; wins over --allow)
+      --max-bans N                 most bans in force at once [default: {}]
   -q, --quiet                      do not log joins and leaves
   -h, --help                       print this help
   -V, --version                    print the version
@@ -73,6 +81,9 @@ Options:
         d.history,
         d.announce_limit,
         d.backlog,
+        secs(d.auth_timeout),
+        secs(d.password_delay),
+        d.max_bans,
     )
 }
 
@@ -114,9 +125,36 @@ fn positive(parser: &mut lexopt::Parser, flag: &str) -> Result<usize, UsageError
     value::<NonZeroUsize>(parser, flag, "a positive number").map(NonZeroUsize::get)
 }
 
+fn cidr(parser: &mut lexopt::Parser, flag: &str) -> Result<Cidr, UsageError> {
+    value(parser, flag, "an address or ADDRESS/PREFIX")
+}
+
 fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, UsageError> {
     let valid = |secs: &f64| Duration::try_from_secs_f64(*secs).is_ok();
     checked(parser, flag, "a number of seconds", valid).map(Duration::from_secs_f64)
+}
+
+/// Reads a password file: its content without one trailing line ending.
+fn password_file(parser: &mut lexopt::Parser, flag: &str) -> Result<String, UsageError> {
+    let path: String = value(parser, flag, "a path")?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| UsageError(format!("cannot read {flag} '{path}': {e}")))?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(UsageError(format!("{flag} '{path}' is empty")));
+    }
+    // Clients' lines are trimmed and their control characters replaced: such a password
+    // could never be typed right.
+    if password.trim() != password || password.chars().any(char::is_control) {
+        return Err(UsageError(format!(
+            "the password in {flag} '{path}' starts or ends with a space or holds a control \
+             character, so no client could send it"
+        )));
+    }
+    Ok(password.into())
 }
 
 /// Parses the flags. `Ok(None)` means help or version was printed.
@@ -179,6 +217,18 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
                 c.backlog =
                     value::<NonZeroU32>(&mut parser, "--backlog", "a positive number")?.get()
             }
+            Long("oper-password-file") => {
+                c.oper_password = Some(password_file(&mut parser, "--oper-password-file")?)
+            }
+            Long("password-file") => {
+                c.password = Some(password_file(&mut parser, "--password-file")?)
+            }
+            Long("auth-timeout") => c.auth_timeout = seconds(&mut parser, "--auth-timeout")?,
+            Long("password-delay") => c.password_delay = seconds(&mut parser, "--password-delay")?,
+            Long("topic-ops-only") => c.topic_ops_only = true,
+            Long("allow") => c.allow.push(cidr(&mut parser, "--allow")?),
+            Long("deny") => c.deny.push(cidr(&mut parser, "--deny")?),
+            Long("max-bans") => c.max_bans = positive(&mut parser, "--max-bans")?,
             Short('q') | Long("quiet") => options.quiet = true,
             Short('h') | Long("help") => {
                 print!("{}", usage());
@@ -322,6 +372,36 @@ fn log(event: &Event) {
         Event::Left { name, reason } => eprintln!("{name} left ({reason})"),
         Event::Refused { addr, reason } => eprintln!("refused {addr}: {reason}"),
         Event::Renamed { old, new } => eprintln!("{old} is now {new}"),
+        Event::Opered { name, addr } => eprintln!("{name} ({addr}) became an operator"),
+        Event::OperFailed { name, addr } => {
+            eprintln!("{name} ({addr}) gave a wrong operator password")
+        }
+        Event::PassFailed { addr } => eprintln!("{addr} gave a wrong server password"),
+        Event::Banned {
+            range,
+            duration,
+            reason,
+            by,
+        } => eprintln!(
+            "{} banned {range} {}: {reason}",
+            by.as_deref().unwrap_or("the host"),
+            duration.map_or("until unbanned".into(), |d| format!(
+                "for {} s",
+                d.as_secs_f64()
+            ))
+        ),
+        Event::Unbanned { range, by } => {
+            eprintln!("{} unbanned {range}", by.as_deref().unwrap_or("the host"))
+        }
+        Event::Muted { name, muted, by } => eprintln!(
+            "{} {}muted {name}",
+            by.as_deref().unwrap_or("the host"),
+            if *muted { "" } else { "un" }
+        ),
+        Event::TopicChanged { room, topic, by } => match topic {
+            Some(topic) => eprintln!("{by} set the topic of #{room}: {topic}"),
+            None => eprintln!("{by} cleared the topic of #{room}"),
+        },
         _ => {}
     }
 }
