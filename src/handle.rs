@@ -144,7 +144,7 @@ pub struct Stats {
     pub clients: usize,
     /// Connections accepted since start.
     pub connections_accepted: u64,
-    /// Connections refused (full, per-address limit, shutting down).
+    /// Connections refused (full, per-address limit, shutting down, banned, address lists).
     pub connections_refused: u64,
     /// Chat lines relayed (room messages, actions and private messages).
     pub lines_relayed: u64,

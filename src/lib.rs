@@ -57,8 +57,11 @@
 //! | `[history] alice: hello` | a message from before you joined the room |
 //!
 //! Commands: `/nick NAME`, `/me TEXT`, `/msg NAME TEXT`, `/join ROOM`, `/who`, `/rooms`,
-//! `/quit [REASON]`, `/help`; `//TEXT` sends a line starting with `/`. The full description,
-//! with every reply and guarantee, is `docs/PROTOCOL.md`.
+//! `/topic [TEXT]`, `/oper PASSWORD`, `/quit [REASON]`, `/help`; `//TEXT` sends a line starting
+//! with `/`. Operators (see [`Config::oper_password`]) also have `/kick`, `/ban`, `/unban`,
+//! `/bans`, `/mute`, `/unmute` and `/stats`; a private server ([`Config::password`]) wants
+//! `/pass PASSWORD` first. The full description, with every reply and guarantee, is
+//! `docs/PROTOCOL.md`.
 //!
 //! # Layout
 //!

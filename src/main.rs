@@ -55,7 +55,7 @@ Options:
       --motd TEXT                  message of the day shown on connect
       --motd-file PATH             read the message of the day from a file
       --backlog N                  listen backlog [default: {}]
-      --oper-password-file PATH    read the /oper password from a file (first line); no operators without it
+      --oper-password-file PATH    read the /oper password from a file; no operators without it
       --password-file PATH         make the server private: clients must /pass the password in this file
       --auth-timeout SECS          drop a client that has not given the /pass password this long [default: {}]
       --password-delay SECS        hold up the answer to a wrong password, doubling per failure [default: {}]
