@@ -89,6 +89,9 @@ pub struct Config {
     pub oper_password: Option<String>,
     /// The password a client must send with `/pass` before anything else (default none: the
     /// server is open). Until then it sees nothing, is seen by nobody and is not listed.
+    /// Clients' lines are trimmed and sanitized before they are compared, so it must be
+    /// non-empty text without control characters or surrounding spaces (as must
+    /// `oper_password`); the binary checks its password files for that.
     pub password: Option<String>,
     /// How long a client has to send the right `/pass` (default 30 s) before it is dropped,
     /// so connections that never authenticate cannot hold their slots.
