@@ -1,9 +1,16 @@
 //! One client's connection: a reader that turns its lines into chat, and a writer that drains
-//! its outbox to the socket. Whichever ends first ends the connection.
+//! its outbox to the socket.
+//!
+//! The reader ends the connection (end of input, `/quit`, an error, or being removed from the
+//! hub); the writer then flushes what is queued. A writer that stops because the client stops
+//! reading ends it too. A writer whose socket fails otherwise leaves the reader to finish the
+//! lines it had accepted, so nothing a client sent before closing is lost. Every connection
+//! ends with a graceful close, so the last lines written arrive.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,8 +23,8 @@ use crate::auth;
 use crate::config::{Draft, Verdict};
 use crate::event::{LeaveReason, Refusal};
 use crate::framing::{Frame, Framer};
-use crate::hub::{Hub, Id, OperError};
-use crate::outbox::{outbox, Inbox};
+use crate::hub::{Hub, Id, OperError, Refused};
+use crate::outbox::{cost, outbox, Inbox, Item, Limits};
 use crate::protocol::{self, CommandError, Input};
 use crate::sanitize::sanitize;
 use crate::Config;
@@ -32,25 +39,23 @@ const LINES_PER_TURN: u32 = 64;
 /// Most queued lines handed to one `writev`; well under every system's `IOV_MAX`.
 const MAX_BATCH: usize = 256;
 
+/// How long, and how much, a closing connection reads and drops of what the client still
+/// sends (see [`close_gracefully`]).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
 /// How the reader ended, and the last line for the client, if any.
 type Ending = (LeaveReason, Option<Arc<str>>);
-
-/// What the reader does after a line, when not just the next one.
-enum After {
-    End(Ending),
-    /// Waits, not reading, then sends the line: a wrong password's answer.
-    Delay(Duration, Arc<str>),
-}
 
 /// Serves one admitted client until it leaves, is removed, or its socket fails.
 pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr) {
     let Some(framer) = auth::authenticate(hub, &stream, addr).await else {
-        return;
+        return close_gracefully(&stream).await;
     };
-    let (outbox, inbox) = outbox(hub.config.queue_lines, hub.config.queue_bytes);
+    let (outbox, inbox) = outbox(Limits::from(&hub.config));
     let id = match hub.join(addr, outbox) {
         Ok(id) => id,
-        Err(refusal) => return refuse(stream.get_ref(), &refusal),
+        Err(refusal) => return refuse(&stream, &refusal).await,
     };
     let mut registration = Registration {
         hub,
@@ -63,17 +68,21 @@ pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr)
         Ok((reason, farewell)) => {
             registration.leave(reason, farewell);
             // The outbox is closed now: the writer flushes what is queued, then ends.
-            writer.await;
+            let _ = writer.await;
         }
-        Err(reason) => registration.leave(reason, None),
+        // The hub closed the outbox (kicked, too slow, shutting down) and the writer flushed
+        // it: whatever the client sends now is not acted on.
+        Err(Ok(())) => registration.leave(LeaveReason::Closed, None),
+        Err(Err(reason)) => registration.leave(reason, None),
     }
+    close_gracefully(&stream).await;
 }
 
-/// Tells a client it cannot be served, if its socket takes the line at once, and closes.
-pub(crate) fn refuse(mut stream: &TcpStream, reason: &Refusal) {
-    if let Some(line) = protocol::refused(reason) {
-        let _ = stream.write(line.as_bytes());
-    }
+/// Tells a client it cannot be served, and closes so that it gets the line.
+pub(crate) async fn refuse(stream: &Async<TcpStream>, reason: &Refusal) {
+    // A new socket's buffer is empty: the line goes out at once or not at all.
+    let _ = stream.get_ref().write(protocol::refused(reason).as_bytes());
+    close_gracefully(stream).await;
 }
 
 /// A client's place in the hub, given up however its connection ends: normally, by a panic
@@ -104,32 +113,35 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, id: Id, mut framer: Fra
     let mut partial_since = None;
     let mut handled = 0_u32;
     let mut read_more = false;
+    let mut ended = false;
     loop {
-        while let Some(frame) = framer.next_frame() {
-            let Frame::Line(line) = frame else {
-                hub.counters.too_long.fetch_add(1, Ordering::Relaxed);
-                hub.reply(id, &protocol::line_too_long(config.max_line));
-                continue;
-            };
-            if let Some(delay) = flood.delay() {
-                hub.counters.flood_delayed.fetch_add(1, Ordering::Relaxed);
-                // Not reading meanwhile is the point: TCP makes the flooder wait, nothing is lost.
-                // Boxed, like the other timed waits: allocated only when needed instead of
-                // making every idle connection's task bigger.
-                Box::pin(Timer::after(delay)).await;
-            }
-            match handle_line(hub, id, line) {
-                Some(After::End(ending)) => return ending,
-                Some(After::Delay(delay, reply)) => {
-                    Box::pin(Timer::after(delay)).await;
-                    hub.reply(id, &reply);
+        // At end of input, an unfinished last line is a line like any other.
+        while let Some(frame) = if ended {
+            framer.finish()
+        } else {
+            framer.next_frame()
+        } {
+            // Every frame counts, an overlong one too: each costs the server a reply.
+            flood.wait(hub).await;
+            partial_since = None;
+            let ending = match frame {
+                Frame::Line(line) => handle_line(hub, id, line).await,
+                Frame::TooLong => {
+                    hub.counters.too_long.fetch_add(1, Ordering::Relaxed);
+                    send(hub, id, &protocol::line_too_long(config.max_line)).await
                 }
-                None => {}
+            };
+            if let Some(ending) = ending {
+                return ending;
             }
             handled += 1;
             if handled.is_multiple_of(LINES_PER_TURN) {
                 future::yield_now().await;
             }
+        }
+        if ended {
+            // The client shut its side (or closed): it still gets what is queued, and a last line.
+            return (LeaveReason::Closed, Some(protocol::bye()));
         }
         if !framer.has_partial_line() {
             partial_since = None;
@@ -140,7 +152,7 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, id: Id, mut framer: Fra
             future::yield_now().await;
         }
         match read_some(stream.get_ref(), &mut framer) {
-            Ok(0) => return (LeaveReason::Closed, None),
+            Ok(0) => ended = true,
             Ok(_) => read_more = true,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if framer.has_partial_line() {
@@ -171,64 +183,93 @@ fn read_some(mut stream: &TcpStream, framer: &mut Framer) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Acts on one line; returns what the reader must do next, if not read the next line.
-fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<After> {
+/// Acts on one line, waiting while a recipient's queue is full; returns how the connection
+/// ends if the line ends it.
+async fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
     let raw = String::from_utf8_lossy(line);
     let text = sanitize(&raw);
-    let result = match protocol::parse(&text) {
-        Ok(Input::Empty) => Ok(()),
-        Ok(Input::Say(text)) => filter(hub, id, None, text).map(|text| hub.say(id, &text, false)),
-        Ok(Input::Me(text)) => filter(hub, id, None, text).map(|text| hub.say(id, &text, true)),
-        Ok(Input::Msg(to, text)) => {
-            filter(hub, id, Some(to), text).and_then(|text| hub.private(id, to, &text))
-        }
-        Ok(Input::Nick(name)) => hub.rename(id, name),
-        Ok(Input::Join(room)) => hub.change_room(id, room),
-        Ok(Input::Who) => {
-            hub.who(id);
-            Ok(())
-        }
-        Ok(Input::Rooms) => {
-            hub.list_rooms(id);
-            Ok(())
-        }
-        Ok(Input::Help) => {
-            hub.reply(id, &protocol::help());
-            Ok(())
-        }
+    let input = match protocol::parse(&text) {
+        Ok(Input::Empty) => return None,
         Ok(Input::Quit(reason)) => {
-            return Some(After::End((
-                LeaveReason::Quit(reason.map(Arc::from)),
-                Some(protocol::bye()),
-            )))
+            let reason = LeaveReason::Quit(reason.map(Arc::from));
+            return Some((reason, Some(protocol::bye())));
         }
-        Ok(Input::Topic(text)) => hub.topic(id, text),
-        Ok(Input::Pass(_)) => Err(CommandError::NoPasswordNeeded),
-        Ok(Input::Oper(password)) => match hub.oper(id, password) {
-            Ok(()) => Ok(()),
-            Err(OperError::NoOperators) => Err(CommandError::NoOperators),
-            Err(OperError::Wrong(delay)) => {
-                let reply = protocol::error(CommandError::WrongPassword);
-                return Some(After::Delay(delay, reply));
+        Ok(Input::Oper(password)) => {
+            // Answered once, outside the retry loop below: each wrong password counts once.
+            let (wait, answer) = match hub.oper(id, password) {
+                Ok(()) => (None, protocol::opered()),
+                Err(OperError::NoOperators) => (None, protocol::error(CommandError::NoOperators)),
+                Err(OperError::Wrong(wait)) => {
+                    (Some(wait), protocol::error(CommandError::WrongPassword))
+                }
+            };
+            if let Some(wait) = wait {
+                // Not reading meanwhile: the next guess waits its turn in the socket.
+                Box::pin(Timer::after(wait)).await;
             }
-        },
-        Ok(Input::Kick(name, reason)) => hub.kick_by(id, name, reason),
-        Ok(Input::Ban {
-            target,
-            duration,
-            reason,
-        }) => hub.ban_by(id, target, duration, reason),
-        Ok(Input::Unban(target)) => hub.unban_by(id, target),
-        Ok(Input::Bans) => hub.list_bans(id),
-        Ok(Input::Mute(name)) => hub.mute_by(id, name, true),
-        Ok(Input::Unmute(name)) => hub.mute_by(id, name, false),
-        Ok(Input::Stats) => hub.stats_for(id),
-        Err(e) => Err(e),
+            return send(hub, id, &answer).await;
+        }
+        Ok(input) => input,
+        Err(e) => return send(hub, id, &protocol::error(e)).await,
     };
-    if let Err(e) = result {
-        hub.reply(id, &protocol::error(e));
+    // The host's filter sees each line once, however long its delivery then waits.
+    let filtered = match input {
+        Input::Say(text) | Input::Me(text) => filter(hub, id, None, text),
+        Input::Msg(to, text) => filter(hub, id, Some(to), text),
+        _ => Ok(Cow::Borrowed("")),
+    };
+    let text = match filtered {
+        Ok(text) => text,
+        Err(e) => return send(hub, id, &protocol::error(e)).await,
+    };
+    loop {
+        let done = match input {
+            Input::Say(_) => hub.say(id, &text, false),
+            Input::Me(_) => hub.say(id, &text, true),
+            Input::Msg(to, _) => hub.private(id, to, &text),
+            Input::Nick(name) => hub.rename(id, name),
+            Input::Join(room) => hub.change_room(id, room),
+            Input::Who => hub.who(id),
+            Input::Rooms => hub.list_rooms(id),
+            Input::Help => hub.reply(id, &protocol::help()),
+            Input::Topic(text) => hub.topic(id, text),
+            Input::Pass(_) => Err(CommandError::NoPasswordNeeded.into()),
+            Input::Kick(name, reason) => hub.kick_by(id, name, reason),
+            Input::Ban {
+                target,
+                duration,
+                reason,
+            } => hub.ban_by(id, target, duration, reason),
+            Input::Unban(target) => hub.unban_by(id, target),
+            Input::Bans => hub.list_bans(id),
+            Input::Mute(name) => hub.mute_by(id, name, true),
+            Input::Unmute(name) => hub.mute_by(id, name, false),
+            Input::Stats => hub.stats_for(id),
+            Input::Empty | Input::Quit(_) | Input::Oper(_) => Ok(()),
+        };
+        match done {
+            Ok(()) => return None,
+            Err(Refused::Held(held)) => held.wait(hub).await,
+            Err(Refused::Command(e)) => return send(hub, id, &protocol::error(e)).await,
+            Err(Refused::Gone) => return Some(gone()),
+        }
     }
-    None
+}
+
+/// Sends the client a line of its own (a reply or an error), waiting while its queue is full.
+async fn send(hub: &Hub, id: Id, line: &Arc<str>) -> Option<Ending> {
+    loop {
+        match hub.reply(id, line) {
+            Ok(()) | Err(Refused::Command(_)) => return None,
+            Err(Refused::Held(held)) => held.wait(hub).await,
+            Err(Refused::Gone) => return Some(gone()),
+        }
+    }
+}
+
+/// The ending of a client the hub removed already: it has its last line queued.
+fn gone() -> Ending {
+    (LeaveReason::Closed, None)
 }
 
 /// Runs the host's filter, if any.
@@ -241,7 +282,7 @@ fn filter<'t>(
     let Some(filter) = &hub.config.filter else {
         return Ok(Cow::Borrowed(text));
     };
-    // Gone already (kicked meanwhile): the hub drops whatever it is asked to relay.
+    // Gone already (kicked meanwhile): the hub refuses whatever it is asked to relay.
     let Some((from, room)) = hub.identity(id) else {
         return Ok(Cow::Borrowed(text));
     };
@@ -259,51 +300,77 @@ fn filter<'t>(
 }
 
 /// Drains the outbox to the socket, many lines per system call, until the outbox is closed
-/// and empty or the socket fails.
-async fn write_loop(stream: &Async<TcpStream>, inbox: Inbox, config: &Config) -> LeaveReason {
+/// and empty. `Err` when the socket stops taking data for `write_timeout`: the client is not
+/// reading. A socket that fails otherwise (the client reset the connection) stops the writing
+/// but not the draining: what is queued for a client that can no longer receive it is dropped,
+/// so it never looks congested while its reader finishes the lines it had already accepted.
+async fn write_loop(
+    stream: &Async<TcpStream>,
+    mut inbox: Inbox,
+    config: &Config,
+) -> Result<(), LeaveReason> {
     // Set once the outbox is closed: everything left must be written by then.
     let mut flush_deadline = None;
-    loop {
-        let Some(batch) = inbox.recv_batch(MAX_BATCH).await else {
-            return LeaveReason::Closed;
-        };
+    let mut broken = false;
+    while let Some(items) = inbox.recv().await {
         if flush_deadline.is_none() && inbox.is_closed() {
             flush_deadline = Some(Instant::now() + config.write_timeout);
         }
-        if let Err(reason) = write_all(stream, &batch, config.write_timeout, flush_deadline).await {
-            return reason;
+        if !broken {
+            match write_all(
+                stream,
+                &mut inbox,
+                &items,
+                config.write_timeout,
+                flush_deadline,
+            )
+            .await
+            {
+                Ok(()) => continue,
+                Err(reason @ LeaveReason::WriteTimeout) => return Err(reason),
+                Err(_) => broken = true,
+            }
         }
-        inbox.written(&batch);
+        inbox.written(items.len(), items.iter().map(cost).sum());
         // No yield here: writers must keep up with the readers that feed them (measured: a
         // yield per batch let queues overflow under a flood with flood control off).
     }
+    Ok(())
 }
 
-/// Writes every line, waiting for the socket when it is full: at most `timeout` without
-/// progress, and never past `deadline`.
+/// Writes every item, waiting for the socket when it is full: at most `timeout` without
+/// progress, and never past `deadline`. Items count as written one system call at a time, so
+/// paced senders resume as soon as the queue is down to half, not when the whole batch is out.
 async fn write_all(
     stream: &Async<TcpStream>,
-    lines: &[Arc<str>],
+    inbox: &mut Inbox,
+    items: &VecDeque<Item>,
     timeout: Duration,
     deadline: Option<Instant>,
 ) -> Result<(), LeaveReason> {
     let (mut index, mut offset) = (0, 0);
-    while index < lines.len() {
-        match write_some(stream.get_ref(), &lines[index..], offset) {
+    while index < items.len() {
+        match write_some(stream.get_ref(), items.range(index..), offset) {
             Ok(0) => return Err(io_reason(io::ErrorKind::WriteZero.into())),
             Ok(mut written) => {
+                inbox.wrote(written);
+                let (mut lines, mut bytes) = (0, 0);
                 while written > 0 {
-                    let left = lines[index].len() - offset;
+                    let left = items[index].len() - offset;
                     if written < left {
                         offset += written;
                         break;
                     }
                     written -= left;
+                    lines += 1;
+                    bytes += cost(&items[index]);
                     index += 1;
                     offset = 0;
                 }
+                inbox.written(lines, bytes);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                inbox.blocked();
                 let wait_until = Instant::now() + timeout;
                 let wait_until = deadline.map_or(wait_until, |d| d.min(wait_until));
                 let writable = Box::pin(stream.writable().or(timeout_at(wait_until)));
@@ -319,14 +386,49 @@ async fn write_all(
     Ok(())
 }
 
-fn write_some(mut stream: &TcpStream, lines: &[Arc<str>], offset: usize) -> io::Result<usize> {
+fn write_some<'a>(
+    mut stream: &TcpStream,
+    items: impl Iterator<Item = &'a Item>,
+    offset: usize,
+) -> io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); MAX_BATCH];
-    let count = lines.len().min(MAX_BATCH);
-    for (slice, line) in slices.iter_mut().zip(lines).take(count) {
-        *slice = IoSlice::new(line.as_bytes());
+    let mut count = 0;
+    for (slice, item) in slices.iter_mut().zip(items) {
+        *slice = IoSlice::new(&item[if count == 0 { offset } else { 0 }..]);
+        count += 1;
     }
-    slices[0] = IoSlice::new(&lines[0].as_bytes()[offset..]);
     stream.write_vectored(&slices[..count])
+}
+
+/// Ends a connection so that what was written arrives: the write side is shut (the client
+/// gets its last lines, then end of file), and what the client still sends is read and
+/// dropped, briefly and boundedly, because closing a socket with unread input makes the
+/// kernel reset the connection, which can destroy the last lines before the client reads them.
+pub(crate) async fn close_gracefully(stream: &Async<TcpStream>) {
+    let _ = stream.get_ref().shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match drain_some(stream.get_ref()) {
+            Ok(0) => return,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Box::pin(stream.readable().or(timeout_at(deadline)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn drain_some(mut stream: &TcpStream) -> io::Result<usize> {
+    let mut buf = [0; READ_CHUNK];
+    stream.read(&mut buf)
 }
 
 async fn timeout_at(deadline: Instant) -> io::Result<()> {
@@ -358,6 +460,17 @@ impl Flood {
             burst,
             rate: config.flood_rate,
             last: Instant::now(),
+        }
+    }
+
+    /// Takes a token for one frame, waiting first if the bucket is empty. Not reading meanwhile
+    /// is the point: TCP makes the flooder wait, and nothing it sent is lost.
+    async fn wait(&mut self, hub: &Hub) {
+        if let Some(delay) = self.delay() {
+            hub.counters.flood_delayed.fetch_add(1, Ordering::Relaxed);
+            // Boxed, like the other timed waits: allocated only when needed instead of making
+            // every idle connection's task bigger.
+            Box::pin(Timer::after(delay)).await;
         }
     }
 

@@ -203,6 +203,43 @@ impl Framer {
         overflow.then_some(Frame::TooLong)
     }
 
+    /// At end of input: returns the unfinished last line, if there is one, as a frame like any
+    /// other (or [`Frame::TooLong`] if it was), and forgets it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use smolchat::fuzzing::{Frame, Framer};
+    ///
+    /// let mut framer = Framer::new(64);
+    /// framer.push(b"first\nlast");
+    /// assert_eq!(framer.next_frame(), Some(Frame::Line(b"first")));
+    /// assert_eq!(framer.next_frame(), None);
+    /// assert_eq!(framer.finish(), Some(Frame::Line(b"last")));
+    /// assert_eq!(framer.finish(), None);
+    /// ```
+    pub fn finish(&mut self) -> Option<Frame<'_>> {
+        if std::mem::take(&mut self.discarding) {
+            self.buf = Vec::new();
+            (self.start, self.scanned) = (0, 0);
+            return None;
+        }
+        let start = std::mem::replace(&mut self.start, self.buf.len());
+        self.scanned = self.buf.len();
+        let mut line = &self.buf[start..];
+        if let [rest @ .., b'\r'] = line {
+            line = rest;
+        }
+        if line.is_empty() {
+            return None;
+        }
+        Some(if line.len() > self.max_line {
+            Frame::TooLong
+        } else {
+            Frame::Line(line)
+        })
+    }
+
     /// Whether a line has begun but not ended (used to time out clients that never finish one).
     ///
     /// # Examples

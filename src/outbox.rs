@@ -1,64 +1,153 @@
-//! A client's outbox: the bounded queue of lines waiting to be written to its socket.
+//! A client's outbox: the queue of lines waiting to be written to its socket, and the flow
+//! control that keeps it bounded without dropping anyone who keeps reading.
 //!
-//! The bound counts both lines and bytes, and is enforced here rather than by
-//! `async_channel::bounded`, whose queue allocates every slot up front: with a capacity of 1024
-//! that would be 24 KiB per idle client. The unbounded channel allocates as lines arrive, and
-//! every push goes through [`Outbox::push`], which refuses past the bound.
+//! Every delivery first asks [`Outbox::backlog`] whether the recipient is congested (more than
+//! its soft bound queued). If it is, the line is not pushed: the *sender* is paced — it waits,
+//! not reading its own socket, so TCP holds the sending client back — until the recipient has
+//! drained to half its bound. A recipient that drains too slowly to be worth waiting for is
+//! disconnected instead (see [`Backlog`]). Since the check and the push happen under the hub's
+//! one lock, a paced delivery can take a queue over its soft bound by one item at most; lines
+//! that cannot wait (a leave notice, the host's notices, a farewell) may go on to twice the soft
+//! bound, the hard cap, past which the recipient is disconnected as too slow.
+//!
+//! The queue is a `VecDeque` behind a small mutex rather than a channel: the writer takes every
+//! queued line in one swap, and an idle client holds no queue block at all.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
+use futures_lite::FutureExt;
+use smol::Timer;
 
 use crate::event::LeaveReason;
+use crate::Config;
+
+/// A queued item: a line's bytes (a line is shared by every recipient; see [`line`]).
+pub(crate) type Item = Arc<[u8]>;
+
+/// How long a recipient's socket may accept nothing, while lines wait for it, before it counts
+/// as not reading at all: far longer than a healthy reader ever blocks, short enough that a room
+/// barely notices the pause.
+const NO_PROGRESS: Duration = Duration::from_secs(1);
+
+/// How long a drain rate is measured before it is trusted; also how often a paced sender looks
+/// at its recipient again.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+const RECHECK: Duration = Duration::from_millis(250);
 
 /// The sending side, registered in the hub. Cloning shares the same queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    tx: Sender<Arc<str>>,
-    budget: Arc<Budget>,
+    shared: Arc<Shared>,
 }
 
 /// The receiving side, owned by the client's writer.
 #[derive(Debug)]
 pub(crate) struct Inbox {
-    rx: Receiver<Arc<str>>,
-    budget: Arc<Budget>,
+    shared: Arc<Shared>,
+    /// The writer's own measurement of the current busy stretch (see [`Inbox::wrote`]).
+    window: Option<(Instant, u64)>,
 }
 
-/// What one queue may hold, and what it holds now.
+/// The limits one queue is held to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Soft bound, in lines and bytes (see [`cost`]): past it, senders are paced.
+    pub(crate) lines: usize,
+    pub(crate) bytes: usize,
+    /// Longest a congested recipient may hold its senders back before it is disconnected.
+    pub(crate) stall_timeout: Duration,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Limits {
+        Limits {
+            lines: config.queue_lines,
+            bytes: config.queue_bytes,
+            stall_timeout: config.stall_timeout,
+        }
+    }
+}
+
+impl Limits {
+    /// The slowest drain rate worth waiting for, in bytes per second: half the rate that
+    /// empties a full queue within `stall_timeout`.
+    pub(crate) fn min_rate(&self) -> u64 {
+        let secs = self.stall_timeout.as_secs_f64().max(0.001);
+        (self.bytes as f64 / (2.0 * secs)) as u64
+    }
+}
+
 #[derive(Debug)]
-struct Budget {
-    /// Bytes pushed and not yet written; the writer subtracts after each write.
-    queued: AtomicUsize,
-    max_lines: usize,
-    max_bytes: usize,
+struct Shared {
+    queue: Mutex<Queue>,
+    limits: Limits,
+    /// Bytes (by [`cost`]) and lines queued and not yet written; read without the lock by
+    /// [`Outbox::backlog`], which runs for every recipient of every line.
+    bytes: AtomicUsize,
+    lines: AtomicUsize,
+    /// Whether a congestion episode is open (mirrors `Queue::episode`, for the lock-free check).
+    congested: AtomicBool,
+    /// Bytes written since the start, for the drain rate during an episode.
+    written: AtomicU64,
+    /// Drain rate of the last full [`RATE_WINDOW`] of busy time, bytes/s; `u64::MAX` unknown.
+    rate: AtomicU64,
+    /// When the writer last found the socket full with lines waiting (ms since [`epoch`]);
+    /// 0 while writes go through.
+    blocked_since: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    writer: Option<Waker>,
+    closed: bool,
+    episode: Option<Episode>,
+}
+
+/// One stretch of congestion: from a delivery finding the queue over its bound until the
+/// writer drains it to half (or the client leaves).
+#[derive(Debug)]
+struct Episode {
+    since: Instant,
+    written_at_start: u64,
+    /// Dropped to wake every paced sender at once: a closed channel is a broadcast.
+    _wake: Sender<()>,
+    waiting: Receiver<()>,
+}
+
+/// What a delivery may do about one recipient.
+#[derive(Debug)]
+pub(crate) enum Backlog {
+    /// Room in the queue: deliver.
+    Clear,
+    /// Congested but draining: hold the sender back until [`Pace::wait`] returns.
+    Paced(Pace),
+    /// Congested and not draining usefully: disconnect it as too slow.
+    TooSlow,
+}
+
+/// A sender's ticket to wait for one congested recipient.
+#[derive(Debug)]
+pub(crate) struct Pace {
+    outbox: Outbox,
+    since: Instant,
+    written_at_start: u64,
+    waiting: Receiver<()>,
 }
 
 /// Why a push failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PushError {
-    /// Over the bound: the client is not keeping up.
+    /// Over the hard cap: the client is not keeping up.
     Full,
-    /// The writer is gone.
+    /// The client is leaving: its writer takes no more.
     Closed,
-}
-
-/// A queue holding at most `max_lines` lines and `max_bytes` bytes (see [`cost`]).
-pub(crate) fn outbox(max_lines: usize, max_bytes: usize) -> (Outbox, Inbox) {
-    let (tx, rx) = async_channel::unbounded();
-    let budget = Arc::new(Budget {
-        queued: AtomicUsize::new(0),
-        max_lines,
-        max_bytes,
-    });
-    (
-        Outbox {
-            tx,
-            budget: budget.clone(),
-        },
-        Inbox { rx, budget },
-    )
 }
 
 impl From<PushError> for LeaveReason {
@@ -71,110 +160,468 @@ impl From<PushError> for LeaveReason {
     }
 }
 
-impl Outbox {
-    /// Queues a line unless that would exceed the queue's bound.
-    pub(crate) fn push(&self, line: &Arc<str>) -> Result<(), PushError> {
-        if self.tx.is_closed() {
-            return Err(PushError::Closed);
-        }
-        let budget = &self.budget;
-        if self.tx.len() >= budget.max_lines
-            || budget.queued.load(Ordering::Relaxed) + cost(line) > budget.max_bytes
-        {
-            return Err(PushError::Full);
-        }
-        self.force(line.clone())
+/// A queue held to `limits` (see the module documentation).
+pub(crate) fn outbox(limits: Limits) -> (Outbox, Inbox) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::default(),
+        limits,
+        bytes: AtomicUsize::new(0),
+        lines: AtomicUsize::new(0),
+        congested: AtomicBool::new(false),
+        written: AtomicU64::new(0),
+        rate: AtomicU64::new(u64::MAX),
+        blocked_since: AtomicU64::new(0),
+    });
+    (
+        Outbox {
+            shared: shared.clone(),
+        },
+        Inbox {
+            shared,
+            window: None,
+        },
+    )
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a line whatever the bound: for the last line a client gets before it is closed.
-    pub(crate) fn force(&self, line: Arc<str>) -> Result<(), PushError> {
-        let len = cost(&line);
-        // Count first: the writer may take the line and subtract before this returns.
-        self.budget.queued.fetch_add(len, Ordering::Relaxed);
-        self.tx.try_send(line).map_err(|_| {
-            self.budget.queued.fetch_sub(len, Ordering::Relaxed);
-            PushError::Closed
-        })
+    fn over(&self, lines: usize, bytes: usize) -> bool {
+        self.lines.load(Ordering::Relaxed) > lines || self.bytes.load(Ordering::Relaxed) > bytes
     }
 
-    /// Whether nothing is waiting to be written (the writer may still be writing its batch).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.budget.queued.load(Ordering::Relaxed) == 0
-    }
-
-    /// Lets the writer finish what is queued, then stop.
-    pub(crate) fn close(&self) {
-        self.tx.close();
+    /// Ends the congestion episode, waking every paced sender.
+    fn end_episode(&self, queue: &mut Queue) {
+        queue.episode = None;
+        self.congested.store(false, Ordering::Relaxed);
     }
 }
 
-impl Inbox {
-    /// Waits for a line, then takes it and up to `max - 1` more that are already queued.
-    /// `None` once the outbox is closed and empty.
-    pub(crate) async fn recv_batch(&self, max: usize) -> Option<Vec<Arc<str>>> {
-        let first = self.rx.recv().await.ok()?;
-        // Allocated per wake-up, so an idle client holds no batch buffer.
-        let mut batch = Vec::with_capacity((self.rx.len() + 1).min(max));
-        batch.push(first);
-        while batch.len() < max {
-            match self.rx.try_recv() {
-                Ok(line) => batch.push(line),
-                Err(_) => break,
+impl Outbox {
+    /// Whether a line may be delivered now (see [`Backlog`]); opens a congestion episode when
+    /// the queue is over its soft bound. Called under the hub's lock, before any push.
+    pub(crate) fn backlog(&self) -> Backlog {
+        let shared = &self.shared;
+        let limits = &shared.limits;
+        if !shared.congested.load(Ordering::Relaxed) && !shared.over(limits.lines, limits.bytes) {
+            return Backlog::Clear;
+        }
+        let now = Instant::now();
+        let mut queue = shared.queue();
+        if queue.closed {
+            return Backlog::Clear;
+        }
+        if queue.episode.is_none() {
+            if !shared.over(limits.lines, limits.bytes) {
+                return Backlog::Clear;
+            }
+            // Judged on what it did before congestion: a client that does not read, or reads
+            // too slowly, is dropped at once rather than allowed to hold its room back.
+            if self.stalled(now) || shared.rate.load(Ordering::Relaxed) < limits.min_rate() {
+                return Backlog::TooSlow;
+            }
+            let (wake, waiting) = async_channel::bounded(1);
+            queue.episode = Some(Episode {
+                since: now,
+                written_at_start: shared.written.load(Ordering::Relaxed),
+                _wake: wake,
+                waiting,
+            });
+            shared.congested.store(true, Ordering::Relaxed);
+        }
+        let episode = queue.episode.as_ref().expect("an episode was just ensured");
+        let pace = Pace {
+            outbox: self.clone(),
+            since: episode.since,
+            written_at_start: episode.written_at_start,
+            waiting: episode.waiting.clone(),
+        };
+        drop(queue);
+        match pace.verdict(now) {
+            Verdict::TooSlow => Backlog::TooSlow,
+            _ => Backlog::Paced(pace),
+        }
+    }
+
+    /// Whether the socket has accepted nothing for [`NO_PROGRESS`] while lines waited.
+    fn stalled(&self, now: Instant) -> bool {
+        let since = self.shared.blocked_since.load(Ordering::Relaxed);
+        since != 0 && millis(now).saturating_sub(since) >= NO_PROGRESS.as_millis() as u64
+    }
+
+    /// Queues a line for a recipient that [`backlog`](Self::backlog) found clear, or that
+    /// cannot be waited for; refused past the hard cap (twice the soft bound).
+    pub(crate) fn push(&self, line: &Arc<str>) -> Result<(), PushError> {
+        self.push_item(line.clone().into())
+    }
+
+    /// [`push`](Self::push) for bytes that are not text (telnet replies).
+    pub(crate) fn push_item(&self, item: Item) -> Result<(), PushError> {
+        let limits = &self.shared.limits;
+        let hard_lines = (2 * limits.lines).saturating_sub(1);
+        if self
+            .shared
+            .over(hard_lines, (2 * limits.bytes).saturating_sub(cost(&item)))
+        {
+            return Err(if self.is_closed() {
+                PushError::Closed
+            } else {
+                PushError::Full
+            });
+        }
+        self.force_item(item)
+    }
+
+    /// Queues a line whatever the bound: for what a client gets on entering a room (after a
+    /// [`backlog`](Self::backlog) check) and the last line before it is closed.
+    pub(crate) fn force(&self, line: Arc<str>) -> Result<(), PushError> {
+        self.force_item(line.into())
+    }
+
+    fn force_item(&self, item: Item) -> Result<(), PushError> {
+        let shared = &self.shared;
+        let mut queue = shared.queue();
+        if queue.closed {
+            return Err(PushError::Closed);
+        }
+        shared.lines.fetch_add(1, Ordering::Relaxed);
+        shared.bytes.fetch_add(cost(&item), Ordering::Relaxed);
+        queue.items.push_back(item);
+        let writer = queue.writer.take();
+        drop(queue);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether the client is leaving.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.queue().closed
+    }
+
+    /// Lets the writer finish what is queued, then stop; wakes any sender paced on it.
+    pub(crate) fn close(&self) {
+        let shared = &self.shared;
+        let mut queue = shared.queue();
+        queue.closed = true;
+        shared.end_episode(&mut queue);
+        let writer = queue.writer.take();
+        drop(queue);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+    }
+
+    /// Whether two outboxes are the same queue.
+    pub(crate) fn same(&self, other: &Outbox) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+/// What a paced sender finds when it looks at its recipient again.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Drained,
+    Wait(Instant),
+    TooSlow,
+}
+
+impl Pace {
+    /// The recipient this ticket waits for.
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    fn verdict(&self, now: Instant) -> Verdict {
+        let shared = &self.outbox.shared;
+        if !shared.congested.load(Ordering::Relaxed) {
+            return Verdict::Drained;
+        }
+        let limits = &shared.limits;
+        let elapsed = now.saturating_duration_since(self.since);
+        if elapsed >= limits.stall_timeout || self.outbox.stalled(now) {
+            return Verdict::TooSlow;
+        }
+        if elapsed >= RATE_WINDOW {
+            let drained = shared.written.load(Ordering::Relaxed) - self.written_at_start;
+            if (drained as f64 / elapsed.as_secs_f64()) < limits.min_rate() as f64 {
+                return Verdict::TooSlow;
             }
         }
-        Some(batch)
+        Verdict::Wait((now + RECHECK).min(self.since + limits.stall_timeout))
     }
 
-    /// Whether the outbox was closed: what is queued is all there will be.
+    /// Waits until the recipient has drained to half its bound or left. `Err` means it is not
+    /// draining usefully (see [`Limits::min_rate`]) or held its senders back for the whole
+    /// `stall_timeout`: the caller disconnects it.
+    pub(crate) async fn wait(&self) -> Result<(), TooSlow> {
+        loop {
+            match self.verdict(Instant::now()) {
+                Verdict::Drained => return Ok(()),
+                Verdict::TooSlow => return Err(TooSlow),
+                Verdict::Wait(until) => {
+                    let woken = async {
+                        let _ = self.waiting.recv().await;
+                    };
+                    woken
+                        .or(async {
+                            Timer::at(until).await;
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// A paced-for recipient is too slow to keep (see [`Pace::wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooSlow;
+
+impl Inbox {
+    /// Takes every queued line, waiting for one if there is none; `None` once the outbox is
+    /// closed and empty.
+    pub(crate) async fn recv(&mut self) -> Option<VecDeque<Item>> {
+        let shared = &self.shared;
+        let taken = poll_fn(|cx| {
+            let mut queue = shared.queue();
+            if !queue.items.is_empty() {
+                return Poll::Ready(Some(std::mem::take(&mut queue.items)));
+            }
+            if queue.closed {
+                return Poll::Ready(None);
+            }
+            queue.writer = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if taken.is_none() {
+            self.window = None;
+        }
+        taken
+    }
+
+    /// Records `bytes` of lines written by one system call, for the drain rate.
+    pub(crate) fn wrote(&mut self, bytes: usize) {
+        let shared = &self.shared;
+        let bytes = bytes as u64;
+        shared.written.fetch_add(bytes, Ordering::Relaxed);
+        shared.blocked_since.store(0, Ordering::Relaxed);
+        let now = Instant::now();
+        let (start, sum) = self.window.get_or_insert((now, 0));
+        *sum += bytes;
+        let busy = now.saturating_duration_since(*start);
+        if busy >= RATE_WINDOW {
+            let rate = (*sum as f64 / busy.as_secs_f64()) as u64;
+            shared.rate.store(rate, Ordering::Relaxed);
+            self.window = Some((now, 0));
+        }
+    }
+
+    /// Records that the socket is full while lines wait.
+    pub(crate) fn blocked(&mut self) {
+        let shared = &self.shared;
+        if shared.blocked_since.load(Ordering::Relaxed) == 0 {
+            shared
+                .blocked_since
+                .store(millis(Instant::now()).max(1), Ordering::Relaxed);
+        }
+        self.window.get_or_insert((Instant::now(), 0));
+    }
+
+    /// Records that `lines` taken lines of `bytes` total [`cost`] were written (or never will
+    /// be), ending a congestion episode once the queue is down to half its bound.
+    pub(crate) fn written(&mut self, lines: usize, bytes: usize) {
+        let shared = &self.shared;
+        shared.lines.fetch_sub(lines, Ordering::Relaxed);
+        shared.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let limits = &shared.limits;
+        if shared.congested.load(Ordering::Relaxed)
+            && !shared.over(limits.lines / 2, limits.bytes / 2)
+        {
+            shared.end_episode(&mut shared.queue());
+        }
+        if shared.lines.load(Ordering::Relaxed) == 0 {
+            // Idle time is not drain time: the next busy stretch is measured afresh.
+            self.window = None;
+            shared.blocked_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the outbox was closed: what is queued is the last the client gets.
     pub(crate) fn is_closed(&self) -> bool {
-        self.rx.is_closed()
-    }
-
-    /// Records that these queued lines were written.
-    pub(crate) fn written(&self, lines: &[Arc<str>]) {
-        self.budget
-            .queued
-            .fetch_sub(lines.iter().map(cost).sum(), Ordering::Relaxed);
+        self.shared.queue().closed
     }
 }
 
 /// What a queued line costs in memory: its text, plus the reference counts of its `Arc`, its
-/// slot in the channel and the allocator's header. Counting these keeps `queue_bytes` honest
-/// for short lines.
-fn cost(line: &Arc<str>) -> usize {
-    line.len() + LINE_OVERHEAD
+/// slot in the queue and the allocator's header. Counting these keeps the bound honest for
+/// short lines.
+pub(crate) fn cost(item: &Item) -> usize {
+    item.len() + LINE_OVERHEAD
 }
 
 /// Bytes of bookkeeping per queued line (see [`cost`]).
-const LINE_OVERHEAD: usize = 48;
+pub(crate) const LINE_OVERHEAD: usize = 48;
+
+/// Milliseconds since the first call, for instants kept in atomics.
+fn millis(at: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| at.checked_sub(Duration::from_secs(1)).unwrap_or(at));
+    at.saturating_duration_since(epoch).as_millis() as u64
+}
+
+/// For tests elsewhere in the crate: a queue of `lines` and `bytes`, and a way to read it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub(crate) fn outbox(lines: usize, bytes: usize) -> (Outbox, Inbox) {
+        super::outbox(Limits {
+            lines,
+            bytes,
+            stall_timeout: Duration::from_secs(2),
+        })
+    }
+
+    /// Everything queued now, as text, marked written.
+    pub(crate) fn drain(inbox: &mut Inbox) -> String {
+        let mut text = String::new();
+        while let Some(Some(items)) = smol::block_on(futures_lite::future::poll_once(inbox.recv()))
+        {
+            inbox.written(items.len(), items.iter().map(cost).sum());
+            items
+                .iter()
+                .for_each(|item| text.push_str(&String::from_utf8_lossy(item)));
+        }
+        text
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn batches_are_bounded_and_end_after_close() {
-        let (outbox, inbox) = outbox(10, 10_000);
-        for line in ["a\n", "b\n", "c\n"] {
-            outbox.push(&line.into()).expect("room for it");
+    fn limits(bytes: usize) -> Limits {
+        Limits {
+            lines: 1000,
+            bytes,
+            stall_timeout: Duration::from_secs(2),
         }
+    }
+
+    fn item(len: usize) -> Item {
+        vec![b'x'; len - LINE_OVERHEAD].into()
+    }
+
+    #[test]
+    fn clear_until_over_the_soft_bound() {
+        let (outbox, _inbox) = outbox(limits(1000));
+        for _ in 0..10 {
+            assert!(matches!(outbox.backlog(), Backlog::Clear));
+            outbox.push_item(item(100)).expect("room");
+        }
+        outbox
+            .push_item(item(100))
+            .expect("one past the soft bound");
+        // Never wrote, but never had the chance to either: the rate is unknown, so it is paced.
+        assert!(matches!(outbox.backlog(), Backlog::Paced(_)));
+    }
+
+    #[test]
+    fn hard_cap_refuses_what_cannot_wait() {
+        let (outbox, _inbox) = outbox(limits(1000));
+        for _ in 0..20 {
+            outbox.push_item(item(100)).expect("under the hard cap");
+        }
+        assert_eq!(outbox.push_item(item(100)), Err(PushError::Full));
+        outbox
+            .force_item(item(100))
+            .expect("a farewell always fits");
         outbox.close();
+        assert_eq!(outbox.push_item(item(100)), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn a_slow_drain_rate_is_too_slow_at_once() {
+        let (outbox, _inbox) = outbox(limits(1000));
+        outbox.shared.rate.store(1, Ordering::Relaxed);
+        for _ in 0..11 {
+            outbox.push_item(item(100)).expect("room");
+        }
+        assert!(matches!(outbox.backlog(), Backlog::TooSlow));
+    }
+
+    #[test]
+    fn draining_to_half_wakes_paced_senders() {
         smol::block_on(async {
-            let batch = inbox.recv_batch(2).await.expect("two lines");
-            assert_eq!(batch.len(), 2);
-            inbox.written(&batch);
-            assert!(inbox.is_closed());
-            assert_eq!(inbox.recv_batch(2).await.map(|b| b.len()), Some(1));
-            assert_eq!(inbox.recv_batch(2).await, None);
+            let (outbox, mut inbox) = outbox(limits(1000));
+            for _ in 0..11 {
+                outbox.push_item(item(100)).expect("room");
+            }
+            let Backlog::Paced(pace) = outbox.backlog() else {
+                panic!("expected pacing");
+            };
+            let taken = inbox.recv().await.expect("lines");
+            inbox.wrote(1100);
+            inbox.written(taken.len(), taken.iter().map(cost).sum());
+            assert_eq!(pace.wait().await, Ok(()));
+            assert!(matches!(outbox.backlog(), Backlog::Clear));
         });
     }
 
     #[test]
-    fn a_full_queue_refuses_and_a_closed_one_says_so() {
-        let (outbox, inbox) = outbox(1, 10_000);
-        outbox.push(&"a\n".into()).expect("room for it");
-        assert_eq!(outbox.push(&"b\n".into()), Err(PushError::Full));
-        drop(inbox);
-        assert_eq!(outbox.push(&"c\n".into()), Err(PushError::Closed));
+    fn closing_wakes_paced_senders_and_ends_the_writer() {
+        smol::block_on(async {
+            let (outbox, mut inbox) = outbox(limits(1000));
+            for _ in 0..11 {
+                outbox.push_item(item(100)).expect("room");
+            }
+            let Backlog::Paced(pace) = outbox.backlog() else {
+                panic!("expected pacing");
+            };
+            outbox.close();
+            assert_eq!(pace.wait().await, Ok(()));
+            let taken = inbox
+                .recv()
+                .await
+                .expect("what was queued is still written");
+            assert_eq!(taken.len(), 11);
+            inbox.written(taken.len(), taken.iter().map(cost).sum());
+            assert!(inbox.recv().await.is_none());
+        });
+    }
+
+    #[test]
+    fn a_recipient_that_never_drains_is_too_slow_after_the_stall_timeout() {
+        smol::block_on(async {
+            let (outbox, _inbox) = outbox(Limits {
+                stall_timeout: Duration::from_millis(300),
+                ..limits(1000)
+            });
+            for _ in 0..11 {
+                outbox.push_item(item(100)).expect("room");
+            }
+            let Backlog::Paced(pace) = outbox.backlog() else {
+                panic!("expected pacing");
+            };
+            let started = Instant::now();
+            assert_eq!(pace.wait().await, Err(TooSlow));
+            assert!(started.elapsed() >= Duration::from_millis(250));
+        });
+    }
+
+    #[test]
+    fn an_idle_outbox_holds_no_queue_block() {
+        smol::block_on(async {
+            let (outbox, mut inbox) = outbox(limits(1000));
+            outbox.push_item(item(100)).expect("room");
+            let taken = inbox.recv().await.expect("a line");
+            inbox.written(taken.len(), taken.iter().map(cost).sum());
+            assert_eq!(outbox.shared.queue().items.capacity(), 0);
+        });
     }
 }

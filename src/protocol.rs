@@ -336,15 +336,22 @@ pub(crate) fn pm_to(to: &str, text: &str) -> Arc<str> {
 
 // What a client gets on connecting and on entering a room.
 
-/// The first lines a client gets: the welcome and the host's message of the day, sanitized.
-pub(crate) fn welcome(name: &str, motd: Option<&str>) -> String {
-    let mut out = format!("*** welcome to smolchat, {name}! /help lists the commands\n");
-    for line in motd.into_iter().flat_map(str::lines) {
+/// The first line a client gets.
+pub(crate) fn welcome(name: &str) -> Arc<str> {
+    notice(format_args!(
+        "welcome to smolchat, {name}! /help lists the commands"
+    ))
+}
+
+/// The host's message of the day, sanitized, one `*** motd: ` line per line of it.
+pub(crate) fn motd(text: &str) -> Arc<str> {
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.lines() {
         out.push_str("*** motd: ");
         sanitize_into(&mut out, line);
         out.push('\n');
     }
-    out
+    out.into()
 }
 
 /// Appends where a client now is: `*** you are alice in #rust; users here: 2`.
@@ -619,10 +626,10 @@ pub(crate) fn host_notice(text: &str) -> Arc<str> {
 
 // The last line before the server closes a connection.
 
-/// `! server full, try again later` and the other refusals; nothing for an address the
-/// address lists refuse, which learns nothing about the server.
-pub(crate) fn refused(reason: &crate::Refusal) -> Option<String> {
-    (*reason != crate::Refusal::NotAllowed).then(|| format!("! {reason}\n"))
+/// `! server full, try again later` and the other refusals (but for
+/// [`Refusal::NotAllowed`](crate::Refusal::NotAllowed), which is sent nothing).
+pub(crate) fn refused(reason: &crate::Refusal) -> String {
+    format!("! {reason}\n")
 }
 
 /// `! you are banned: REASON`, to a client whose address was banned while it was connected.

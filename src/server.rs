@@ -5,6 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::pin::{pin, Pin};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use crate::connection;
 use crate::handle::Handle;
 use crate::hub::Hub;
 use crate::net;
-use crate::Config;
+use crate::protocol;
+use crate::{Config, Refusal};
 
 /// First pause after an accept error such as running out of file descriptors.
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
@@ -243,7 +245,33 @@ async fn accept_loop(
         };
         backoff = Duration::ZERO;
         if let Err(refusal) = hub.admit(addr) {
-            connection::refuse(stream.get_ref(), &refusal);
+            if refusal == Refusal::NotAllowed {
+                // Closed without a word: the address lists' refusal tells a scanner nothing.
+                continue;
+            }
+            // Closed gracefully so the client reads why, by a task of its own, up to a bound:
+            // past it, a flood of refused connects gets the line only if their socket takes it
+            // at once.
+            match Refusing::start(hub) {
+                Some(refusing) => {
+                    let killed = killed.clone();
+                    let task = async move {
+                        let _refusing = refusing;
+                        connection::refuse(&stream, &refusal)
+                            .or(async {
+                                let _ = killed.recv().await;
+                            })
+                            .await;
+                    };
+                    executor.spawn(task).detach();
+                }
+                None => {
+                    let _ = std::io::Write::write(
+                        &mut stream.get_ref(),
+                        protocol::refused(&refusal).as_bytes(),
+                    );
+                }
+            }
             continue;
         }
         net::configure(stream.get_ref(), &hub.config);
@@ -262,6 +290,35 @@ async fn accept_loop(
                 .await;
         };
         executor.spawn(task).detach();
+    }
+}
+
+/// Most refused connections being closed gracefully at once; each holds a descriptor for up
+/// to a second.
+const MAX_REFUSING: usize = 256;
+
+/// Counts a refused connection while it is being closed gracefully.
+struct Refusing(Arc<Hub>);
+
+impl Refusing {
+    fn start(hub: &Arc<Hub>) -> Option<Refusing> {
+        let refusing = &hub.counters.refusing;
+        let mut now = refusing.load(Ordering::Relaxed);
+        loop {
+            if now >= MAX_REFUSING {
+                return None;
+            }
+            match refusing.compare_exchange(now, now + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some(Refusing(hub.clone())),
+                Err(actual) => now = actual,
+            }
+        }
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.0.counters.refusing.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

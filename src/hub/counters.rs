@@ -1,6 +1,6 @@
 //! What [`Stats`] reports: counts kept under the hub's lock, and counts kept outside it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::handle::Stats;
 
@@ -9,6 +9,8 @@ use crate::handle::Stats;
 pub(crate) struct Counters {
     pub(crate) too_long: AtomicU64,
     pub(crate) flood_delayed: AtomicU64,
+    /// Refused connections being closed gracefully now (bounded by the accept loop).
+    pub(crate) refusing: AtomicUsize,
 }
 
 /// Counted under the lock, by the changes they count.

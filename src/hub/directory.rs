@@ -125,11 +125,14 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::outbox;
 
     fn register(directory: &mut Directory) -> (Id, Arc<str>) {
         let addr = "192.0.2.1:1000".parse().expect("an address");
-        directory.register(addr, "lobby".into(), outbox(8, 1024).0)
+        directory.register(
+            addr,
+            "lobby".into(),
+            crate::outbox::testing::outbox(8, 1024).0,
+        )
     }
 
     #[test]

@@ -31,7 +31,7 @@ use async_channel::{Receiver, Sender};
 use crate::auth;
 use crate::event::{Event, LeaveReason, Refusal};
 use crate::handle::{Ban, NotFound, RoomInfo, Stats, User};
-use crate::outbox::Outbox;
+use crate::outbox::{Backlog, Outbox, Pace};
 use crate::protocol::{self, check_name, CommandError, NameError};
 use crate::sanitize::sanitize;
 use crate::{Cidr, Config};
@@ -51,6 +51,60 @@ pub(crate) const LOBBY: &str = "lobby";
 
 /// Clients found over their queue bound or closed during a delivery, removed once it is over.
 type Doomed = Vec<(Id, LeaveReason)>;
+
+/// Why a client's verb did nothing.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The command failed; the error line goes back to the client.
+    Command(CommandError),
+    /// Someone it would deliver to has a full queue: wait for them with [`Held::wait`], then
+    /// do it again.
+    Held(Held),
+    /// The client is no longer in the chat (kicked, too slow, shut down): it may do nothing
+    /// more.
+    Gone,
+}
+
+impl From<CommandError> for Refused {
+    fn from(e: CommandError) -> Refused {
+        Refused::Command(e)
+    }
+}
+
+/// The congested recipients a sender must wait for before its delivery can go ahead.
+#[derive(Debug, Default)]
+pub(crate) struct Held(Vec<(Id, Pace)>);
+
+impl Held {
+    /// Looks at one recipient: one that is paced joins the list, one too slow to wait for is
+    /// doomed.
+    fn check(&mut self, id: Id, outbox: &Outbox, doomed: &mut Doomed) {
+        match outbox.backlog() {
+            Backlog::Clear => {}
+            Backlog::Paced(pace) => self.0.push((id, pace)),
+            Backlog::TooSlow => doomed.push((id, LeaveReason::TooSlow)),
+        }
+    }
+
+    /// `Err` if there is anyone to wait for.
+    fn verdict(self) -> Result<(), Refused> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Refused::Held(self))
+        }
+    }
+
+    /// Waits until every recipient has drained or left, disconnecting those that turn out too
+    /// slow to wait for (see [`Pace::wait`]).
+    pub(crate) async fn wait(self, hub: &Hub) {
+        for (id, pace) in self.0 {
+            if pace.wait().await.is_err() {
+                hub.drop_slow(id, pace.outbox());
+            }
+        }
+    }
+}
 
 /// Who a host's notice goes to.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +142,8 @@ struct State {
     admission: Admission,
     subscribers: Subscribers,
     tally: Tally,
+    /// The message of the day as sent, formatted once and shared by every client's queue.
+    motd: Option<Arc<str>>,
     /// Set by [`Hub::close_all`]: nobody joins any more.
     closing: bool,
     doomed: Doomed,
@@ -128,6 +184,7 @@ impl Hub {
             admission: Admission::default(),
             subscribers: Subscribers::default(),
             tally: Tally::default(),
+            motd: config.motd.as_deref().map(protocol::motd),
             closing: false,
             doomed: Doomed::new(),
         };
@@ -197,10 +254,13 @@ impl Hub {
         }
         let st = &mut *st;
         let (id, name) = st.directory.register(addr, LOBBY.into(), outbox.clone());
-        let welcome = protocol::welcome(&name, self.config.motd.as_deref());
-        let room = st
-            .rooms
-            .enter(id, &name, LOBBY, outbox, welcome, &mut st.doomed);
+        // A new queue is empty: what a newcomer gets first needs no pacing.
+        let _ = outbox.force(protocol::welcome(&name));
+        if let Some(motd) = &st.motd {
+            // One copy for every client, however long (up to `MAX_MOTD`).
+            let _ = outbox.force(motd.clone());
+        }
+        let room = st.rooms.enter(id, &name, LOBBY, outbox);
         if let Some(client) = st.directory.get_mut(id) {
             client.room = room.clone();
         }
@@ -223,17 +283,17 @@ impl Hub {
 
     /// Relays a chat line (`action` for `/me`) to the sender's room and keeps it in the room's
     /// history.
-    pub(crate) fn say(&self, id: Id, text: &str, action: bool) {
+    pub(crate) fn say(&self, id: Id, text: &str, action: bool) -> Result<(), Refused> {
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(client) = st.directory.get(id) else {
-            return;
-        };
+        let client = st.directory.get(id).ok_or(Refused::Gone)?;
         if client.muted {
-            st.send(id, &protocol::error(CommandError::Muted));
-            return;
+            return Err(CommandError::Muted.into());
         }
         let (name, room) = (client.name.clone(), client.room.clone());
+        let mut held = Held::default();
+        st.rooms.hold(&room, Some(id), &mut held, &mut st.doomed);
+        held.verdict()?;
         let line = protocol::chat(&name, text, action);
         st.rooms.broadcast(&room, &line, Some(id), &mut st.doomed);
         st.rooms.remember(&room, line);
@@ -244,21 +304,25 @@ impl Hub {
             text: text.into(),
             action,
         });
+        Ok(())
     }
 
     /// Sends a private message, to anyone in any room.
-    pub(crate) fn private(&self, id: Id, to: &str, text: &str) -> Result<(), CommandError> {
+    pub(crate) fn private(&self, id: Id, to: &str, text: &str) -> Result<(), Refused> {
         let mut st = self.lock();
-        let Some(from) = st.directory.get(id).map(|c| c.name.clone()) else {
-            return Ok(());
-        };
+        let st = &mut *st;
+        let from = st.directory.get(id).ok_or(Refused::Gone)?.name.clone();
         if st.is_muted(id) {
-            return Err(CommandError::Muted);
+            return Err(CommandError::Muted.into());
         }
         let Some((target, client)) = st.directory.find(to) else {
-            return Err(CommandError::NoSuchUser(to.into()));
+            return Err(CommandError::NoSuchUser(to.into()).into());
         };
         let target_name = client.name.clone();
+        let mut held = Held::default();
+        held.check(target, &client.outbox, &mut st.doomed);
+        st.hold(id, &mut held);
+        held.verdict()?;
         st.send(target, &protocol::pm_from(&from, text));
         st.send(id, &protocol::pm_to(&target_name, text));
         st.tally.relayed += 1;
@@ -271,42 +335,61 @@ impl Hub {
     }
 
     /// Renames a client.
-    pub(crate) fn rename(&self, id: Id, new: &str) -> Result<(), CommandError> {
+    pub(crate) fn rename(&self, id: Id, new: &str) -> Result<(), Refused> {
         match check_name(new) {
-            Err(NameError::Invalid) => return Err(CommandError::InvalidName(new.into())),
-            Err(NameError::Reserved) => return Err(CommandError::ReservedName(new.into())),
+            Err(NameError::Invalid) => return Err(CommandError::InvalidName(new.into()).into()),
+            Err(NameError::Reserved) => return Err(CommandError::ReservedName(new.into()).into()),
             Ok(()) => {}
         }
         let mut st = self.lock();
         // Renames are announced: a muted client could talk through them.
         if st.is_muted(id) {
-            return Err(CommandError::Muted);
+            return Err(CommandError::Muted.into());
         }
+        let st = &mut *st;
+        let room = st.directory.get(id).ok_or(Refused::Gone)?.room.clone();
+        let mut held = Held::default();
+        st.hold(id, &mut held);
+        if st.rooms.announces(&room) {
+            st.rooms.hold(&room, Some(id), &mut held, &mut st.doomed);
+        }
+        held.verdict()?;
         let old = st.directory.rename(id, new)?;
         let Some(client) = st.directory.get(id) else {
-            return Ok(());
+            return Err(Refused::Gone);
         };
-        let (new, room) = (client.name.clone(), client.room.clone());
+        let new = client.name.clone();
         st.send(id, &protocol::you_are_now(&new));
-        st.broadcast(&room, &protocol::renamed(&old, &new), Some(id));
+        st.rooms.announce(
+            &room,
+            || protocol::renamed(&old, &new),
+            Some(id),
+            &mut st.doomed,
+        );
         st.emit(|| Event::Renamed { old, new });
         Ok(())
     }
 
     /// Moves a client to another room, creating it if new.
-    pub(crate) fn change_room(&self, id: Id, room: &str) -> Result<(), CommandError> {
+    pub(crate) fn change_room(&self, id: Id, room: &str) -> Result<(), Refused> {
         let key = protocol::room_key(room).map_err(|_| CommandError::InvalidRoom(room.into()))?;
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(client) = st.directory.get(id) else {
-            return Ok(());
-        };
+        let client = st.directory.get(id).ok_or(Refused::Gone)?;
         let (name, old) = (client.name.clone(), client.room.clone());
         if *old == *key {
-            return Err(CommandError::AlreadyInRoom(old));
+            return Err(CommandError::AlreadyInRoom(old).into());
         }
+        let mut held = Held::default();
+        st.hold(id, &mut held);
+        for room in [&*old, &key] {
+            if st.rooms.announces(room) {
+                st.rooms.hold(room, Some(id), &mut held, &mut st.doomed);
+            }
+        }
+        held.verdict()?;
         let Some(outbox) = st.rooms.leave(id, &old) else {
-            return Ok(());
+            return Err(Refused::Gone);
         };
         st.rooms.announce(
             &old,
@@ -314,9 +397,7 @@ impl Hub {
             None,
             &mut st.doomed,
         );
-        let new = st
-            .rooms
-            .enter(id, &name, &key, outbox, String::new(), &mut st.doomed);
+        let new = st.rooms.enter(id, &name, &key, outbox);
         if let Some(client) = st.directory.get_mut(id) {
             client.room = new.clone();
         }
@@ -335,11 +416,9 @@ impl Hub {
     }
 
     /// Sends the `/who` listing of the client's room.
-    pub(crate) fn who(&self, id: Id) {
+    pub(crate) fn who(&self, id: Id) -> Result<(), Refused> {
         let mut st = self.lock();
-        let Some(room) = st.directory.get(id).map(|c| c.room.clone()) else {
-            return;
-        };
+        let room = st.directory.get(id).ok_or(Refused::Gone)?.room.clone();
         let names: Vec<&str> = st
             .rooms
             .members(&room)
@@ -347,11 +426,11 @@ impl Hub {
             .map(|c| &*c.name)
             .collect();
         let reply = protocol::who(&room, names);
-        st.send(id, &reply);
+        st.reply(id, &reply)
     }
 
     /// Sends the `/rooms` listing.
-    pub(crate) fn list_rooms(&self, id: Id) {
+    pub(crate) fn list_rooms(&self, id: Id) -> Result<(), Refused> {
         let mut st = self.lock();
         let mut rooms: Vec<(&str, usize, Option<&str>)> = st
             .rooms
@@ -360,12 +439,21 @@ impl Hub {
             .collect();
         rooms.sort_unstable();
         let reply = protocol::rooms(&rooms);
-        st.send(id, &reply);
+        st.reply(id, &reply)
     }
 
     /// Queues a line for one client (replies and errors).
-    pub(crate) fn reply(&self, id: Id, line: &Arc<str>) {
-        self.lock().send(id, line);
+    pub(crate) fn reply(&self, id: Id, line: &Arc<str>) -> Result<(), Refused> {
+        self.lock().reply(id, line)
+    }
+
+    /// Disconnects a recipient that a paced sender found too slow, unless it already left (or
+    /// the id is someone else's by now, which it cannot be: ids are never reused).
+    pub(crate) fn drop_slow(&self, id: Id, outbox: &Outbox) {
+        let mut st = self.lock();
+        if st.directory.get(id).is_some_and(|c| c.outbox.same(outbox)) {
+            st.remove(id, LeaveReason::TooSlow, Some(protocol::too_slow()));
+        }
     }
 
     /// Removes a client whose connection is ending; announces it unless it is already gone.
@@ -395,11 +483,10 @@ impl Hub {
     }
 
     /// Shows the client's room's topic (`None`), or sets it (clears it if empty).
-    pub(crate) fn topic(&self, id: Id, text: Option<&str>) -> Result<(), CommandError> {
+    pub(crate) fn topic(&self, id: Id, text: Option<&str>) -> Result<(), Refused> {
         let mut st = self.lock();
-        let Some(client) = st.directory.get(id) else {
-            return Ok(());
-        };
+        let st = &mut *st;
+        let client = st.directory.get(id).ok_or(Refused::Gone)?;
         let (name, room, operator, muted) = (
             client.name.clone(),
             client.room.clone(),
@@ -408,18 +495,21 @@ impl Hub {
         );
         let Some(text) = text else {
             let reply = protocol::topic(&room, st.rooms.topic(&room).map(|t| &**t));
-            st.send(id, &reply);
-            return Ok(());
+            return st.reply(id, &reply);
         };
         if muted {
-            return Err(CommandError::Muted);
+            return Err(CommandError::Muted.into());
         }
         if self.config.topic_ops_only && !operator {
-            return Err(CommandError::NotOperator);
+            return Err(CommandError::NotOperator.into());
         }
         if text.chars().count() > protocol::MAX_TOPIC {
-            return Err(CommandError::TopicTooLong);
+            return Err(CommandError::TopicTooLong.into());
         }
+        // The whole room, the setter included, is told: wait for room in every queue first.
+        let mut held = Held::default();
+        st.rooms.hold(&room, None, &mut held, &mut st.doomed);
+        held.verdict()?;
         let topic: Option<Arc<str>> = Some(text).filter(|t| !t.is_empty()).map(Arc::from);
         st.rooms.set_topic(&room, topic.clone());
         st.broadcast(
@@ -437,7 +527,7 @@ impl Hub {
 
     // Operators.
 
-    /// Makes a client an operator if `password` is the operator password.
+    /// Makes a client an operator if `password` is the operator password; the caller answers.
     pub(crate) fn oper(&self, id: Id, password: &str) -> Result<(), OperError> {
         let Some(secret) = &self.config.oper_password else {
             return Err(OperError::NoOperators);
@@ -450,7 +540,6 @@ impl Hub {
         let (name, addr) = (client.name.clone(), client.addr);
         if right {
             client.operator = true;
-            st.send(id, &protocol::opered());
             st.emit(|| Event::Opered { name, addr });
             Ok(())
         } else {
@@ -462,12 +551,7 @@ impl Hub {
     }
 
     /// `/kick`: disconnects a user; the reason names the operator.
-    pub(crate) fn kick_by(
-        &self,
-        id: Id,
-        user: &str,
-        reason: Option<&str>,
-    ) -> Result<(), CommandError> {
+    pub(crate) fn kick_by(&self, id: Id, user: &str, reason: Option<&str>) -> Result<(), Refused> {
         let mut st = self.lock();
         let operator = st.operator(id)?;
         let (target, client) = st
@@ -475,6 +559,9 @@ impl Hub {
             .find(user)
             .ok_or_else(|| CommandError::NoSuchUser(user.into()))?;
         let name = client.name.clone();
+        // Room for the answer first: the verb is done again after a wait, so it must not have
+        // acted yet.
+        st.held_for(id)?;
         let reason: Arc<str> = protocol::kick_reason(&operator, reason).into();
         let farewell = protocol::kicked(&reason);
         st.remove(target, LeaveReason::Kicked(reason), Some(farewell));
@@ -489,7 +576,7 @@ impl Hub {
         target: &str,
         duration: Option<Duration>,
         reason: Option<&str>,
-    ) -> Result<(), CommandError> {
+    ) -> Result<(), Refused> {
         let mut st = self.lock();
         let operator = st.operator(id)?;
         let range = match target.parse::<Cidr>() {
@@ -500,6 +587,7 @@ impl Hub {
                 .map(|(_, client)| Cidr::host_group(client.addr.ip()))
                 .ok_or_else(|| CommandError::NoSuchUser(target.into()))?,
         };
+        st.held_for(id)?;
         let range = st.ban(
             &self.config,
             range,
@@ -511,7 +599,7 @@ impl Hub {
         Ok(())
     }
 
-    /// Bans a range, for the host (`by` is `None`) or an operator.
+    /// Bans a range, for the host.
     pub(crate) fn ban(
         &self,
         range: Cidr,
@@ -524,12 +612,13 @@ impl Hub {
     }
 
     /// `/unban`.
-    pub(crate) fn unban_by(&self, id: Id, target: &str) -> Result<(), CommandError> {
+    pub(crate) fn unban_by(&self, id: Id, target: &str) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let operator = st.operator(id)?;
         let range = target
             .parse::<Cidr>()
             .map_err(|_| CommandError::InvalidRange(target.into()))?;
-        let mut st = self.lock();
-        let operator = st.operator(id)?;
+        st.held_for(id)?;
         let range = st.unban(range, Some(operator))?;
         st.send(id, &protocol::unban_done(&range));
         Ok(())
@@ -541,31 +630,30 @@ impl Hub {
     }
 
     /// `/bans`.
-    pub(crate) fn list_bans(&self, id: Id) -> Result<(), CommandError> {
+    pub(crate) fn list_bans(&self, id: Id) -> Result<(), Refused> {
         let mut st = self.lock();
         st.operator(id)?;
         let reply = protocol::bans(&st.admission.bans(Instant::now()));
-        st.send(id, &reply);
-        Ok(())
+        st.reply(id, &reply)
     }
 
     /// `/mute` and `/unmute`.
-    pub(crate) fn mute_by(&self, id: Id, user: &str, muted: bool) -> Result<(), CommandError> {
+    pub(crate) fn mute_by(&self, id: Id, user: &str, muted: bool) -> Result<(), Refused> {
         let mut st = self.lock();
         let operator = st.operator(id)?;
+        st.held_for(id)?;
         let name = st.set_muted(user, muted, Some(operator))?;
         st.send(id, &protocol::mute_done(&name, muted));
         Ok(())
     }
 
     /// `/stats`.
-    pub(crate) fn stats_for(&self, id: Id) -> Result<(), CommandError> {
+    pub(crate) fn stats_for(&self, id: Id) -> Result<(), Refused> {
         let mut st = self.lock();
         st.operator(id)?;
         let stats = st.stats(&self.counters);
         let reply = protocol::stats(&stats, st.admission.bans(Instant::now()).len());
-        st.send(id, &reply);
-        Ok(())
+        st.reply(id, &reply)
     }
 
     /// Reports a wrong `/pass` from a connection that has not joined.
@@ -667,6 +755,33 @@ impl Hub {
 }
 
 impl State {
+    /// Adds a client to `held` if its own queue is full (for what it is sent back).
+    fn hold(&mut self, id: Id, held: &mut Held) {
+        if let Some(client) = self.directory.get(id) {
+            held.check(id, &client.outbox, &mut self.doomed);
+        }
+    }
+
+    /// `Err` while the client's own queue is full: checked before a verb acts, as it is done
+    /// again after the wait.
+    fn held_for(&mut self, id: Id) -> Result<(), Refused> {
+        let mut held = Held::default();
+        self.hold(id, &mut held);
+        held.verdict()
+    }
+
+    /// Sends a client a reply, once its own queue has room.
+    fn reply(&mut self, id: Id, line: &Arc<str>) -> Result<(), Refused> {
+        if self.directory.get(id).is_none() {
+            return Err(Refused::Gone);
+        }
+        let mut held = Held::default();
+        self.hold(id, &mut held);
+        held.verdict()?;
+        self.send(id, line);
+        Ok(())
+    }
+
     fn stats(&self, counters: &Counters) -> Stats {
         self.tally
             .stats(counters, self.admission.open(), self.subscribers.dropped())
@@ -833,7 +948,7 @@ fn ban_group(range: Cidr) -> Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::outbox;
+    use crate::outbox::testing::outbox;
 
     fn addr() -> SocketAddr {
         "192.0.2.1:1000".parse().expect("an address")
@@ -843,16 +958,37 @@ mod tests {
     fn a_client_a_delivery_finds_full_is_gone_when_the_verb_returns() {
         let hub = Hub::new(Config::default(), addr());
         let (roomy, _roomy_inbox) = outbox(100, 1 << 20);
-        let sender = hub.join(addr(), roomy).expect("joined");
-        // Room for its greeting only (an empty queue always takes that).
+        hub.join(addr(), roomy).expect("joined");
+        // Room for its welcome and greeting, which are forced, and nothing more.
         let (cramped, _cramped_inbox) = outbox(1, 1 << 20);
         hub.join(addr(), cramped).expect("joined");
         assert_eq!(hub.users().len(), 2);
-        hub.say(sender, "hello", false);
+        // A host's notice cannot wait: past the hard cap, the recipient goes.
+        hub.notice(Audience::Everyone, "hello").expect("everyone");
         let users = hub.users();
         assert_eq!(users.len(), 1, "no verb has to remember to settle");
         assert_eq!(&*users[0].name, "guest1");
         assert_eq!(hub.stats().dropped_slow, 1);
+    }
+
+    #[test]
+    fn a_congested_recipient_holds_its_senders_back_and_gets_nothing_more() {
+        let hub = Hub::new(Config::default(), addr());
+        let (roomy, _roomy_inbox) = outbox(100, 1 << 20);
+        let sender = hub.join(addr(), roomy).expect("joined");
+        let (cramped, mut cramped_inbox) = outbox(1, 1 << 20);
+        hub.join(addr(), cramped).expect("joined");
+        assert!(matches!(
+            hub.say(sender, "hello", false),
+            Err(Refused::Held(_))
+        ));
+        let queued = crate::outbox::testing::drain(&mut cramped_inbox);
+        assert!(!queued.contains("hello"), "held lines are not delivered");
+        assert!(
+            hub.say(sender, "hello", false).is_ok(),
+            "drained: delivered"
+        );
+        assert_eq!(hub.users().len(), 2);
     }
 
     #[test]
@@ -867,9 +1003,9 @@ mod tests {
                 .map(|(name, room)| (name.to_string(), room.to_string())),
             Some(("alice".into(), "den".into()))
         );
-        assert_eq!(
+        assert!(matches!(
             hub.change_room(id, "den"),
-            Err(CommandError::AlreadyInRoom("den".into()))
-        );
+            Err(Refused::Command(CommandError::AlreadyInRoom(room))) if &*room == "den"
+        ));
     }
 }

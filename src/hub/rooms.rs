@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::{Doomed, Id, LOBBY};
+use super::{Doomed, Held, Id, LOBBY};
 use crate::outbox::Outbox;
 use crate::protocol;
 
@@ -59,6 +59,33 @@ impl Rooms {
         }
     }
 
+    /// Finds the members of a room (except `except`) that cannot take a line now: paced ones
+    /// into `held`, those too slow to wait for into `doomed`. Run before a delivery that can
+    /// wait, in the same lock, so a paced delivery never takes a queue far past its bound.
+    pub(super) fn hold(
+        &self,
+        room: &str,
+        except: Option<Id>,
+        held: &mut Held,
+        doomed: &mut Doomed,
+    ) {
+        let Some(room) = self.rooms.get(room) else {
+            return;
+        };
+        for (id, outbox) in &room.members {
+            if Some(*id) != except {
+                held.check(*id, outbox, doomed);
+            }
+        }
+    }
+
+    /// Whether the room announces joins, leaves and renames (it is no bigger than the limit).
+    pub(super) fn announces(&self, room: &str) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.members.len() <= self.announce_limit)
+    }
+
     /// Broadcasts a join or leave notice, unless the room is too big for them to be useful.
     pub(super) fn announce(
         &self,
@@ -67,11 +94,7 @@ impl Rooms {
         except: Option<Id>,
         doomed: &mut Doomed,
     ) {
-        if self
-            .rooms
-            .get(room)
-            .is_some_and(|r| r.members.len() <= self.announce_limit)
-        {
+        if self.announces(room) {
             self.broadcast(room, &line(), except, doomed);
         }
     }
@@ -87,22 +110,15 @@ impl Rooms {
         }
     }
 
-    /// Adds a client to a room (created if new), sending it `greeting`, where it is, and the
+    /// Adds a client to a room (created if new), telling it where it is and replaying the
     /// room's history. Returns the room's key.
-    pub(super) fn enter(
-        &mut self,
-        id: Id,
-        name: &str,
-        key: &str,
-        outbox: Outbox,
-        mut greeting: String,
-        doomed: &mut Doomed,
-    ) -> Arc<str> {
+    pub(super) fn enter(&mut self, id: Id, name: &str, key: &str, outbox: Outbox) -> Arc<str> {
         let key: Arc<str> = self
             .rooms
             .get_key_value(key)
             .map_or_else(|| key.into(), |(k, _)| k.clone());
         let room = self.rooms.entry(key.clone()).or_default();
+        let mut greeting = String::new();
         protocol::push_you_are(&mut greeting, name, &key, room.members.len() + 1);
         if let Some(topic) = &room.topic {
             protocol::push_topic(&mut greeting, &key, topic);
@@ -110,18 +126,9 @@ impl Rooms {
         for line in &room.history {
             protocol::push_history(&mut greeting, line);
         }
-        // A greeting (at most history × max_line) may exceed the bound on its own, so an empty
-        // queue always takes it; otherwise it counts like any line, so a client that keeps
-        // switching rooms without reading cannot pile greetings up.
-        let greeting: Arc<str> = greeting.into();
-        let queued = if outbox.is_empty() {
-            outbox.force(greeting)
-        } else {
-            outbox.push(&greeting)
-        };
-        if let Err(e) = queued {
-            doomed.push((id, e.into()));
-        }
+        // Forced: the client's own queue was found clear first (or is new), and a greeting is
+        // bounded (history × max_line), so it may go past the bound by that much at most.
+        let _ = outbox.force(greeting.into());
         room.members.push((id, outbox));
         key
     }
@@ -179,62 +186,65 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::{outbox, Inbox};
+    use crate::outbox::testing::{drain, outbox};
 
-    fn drain(inbox: &Inbox) -> String {
-        smol::block_on(async {
-            let mut text = String::new();
-            loop {
-                let Some(batch) = futures_lite::future::poll_once(inbox.recv_batch(64))
-                    .await
-                    .flatten()
-                else {
-                    break;
-                };
-                inbox.written(&batch);
-                batch.iter().for_each(|line| text.push_str(line));
-            }
-            text
-        })
+    #[test]
+    fn broadcast_skips_the_sender_and_dooms_queues_past_the_hard_cap() {
+        let mut rooms = Rooms::new(0, 1000);
+        let mut doomed = Doomed::new();
+        let (a, mut a_in) = outbox(8, 4096);
+        let (b, mut b_in) = outbox(1, 4096);
+        rooms.enter(1, "a", LOBBY, a);
+        rooms.enter(2, "b", LOBBY, b);
+        drain(&mut a_in);
+        for line in ["x\n", "y\n", "z\n"] {
+            rooms.broadcast(LOBBY, &line.into(), Some(1), &mut doomed);
+        }
+        assert_eq!(drain(&mut a_in), "");
+        // A soft bound of one line: its greeting and one more reach the hard cap of two.
+        assert_eq!(
+            drain(&mut b_in),
+            "*** you are b in #lobby; users here: 2\nx\n"
+        );
+        assert_eq!(doomed.len(), 2, "b was refused y and z");
+        assert!(doomed.iter().all(|(id, _)| *id == 2));
     }
 
     #[test]
-    fn broadcast_skips_the_sender_and_dooms_full_queues() {
+    fn hold_finds_congested_members_but_not_the_sender() {
         let mut rooms = Rooms::new(0, 1000);
         let mut doomed = Doomed::new();
-        let (a, a_in) = outbox(8, 4096);
-        let (b, b_in) = outbox(1, 4096);
-        rooms.enter(1, "a", LOBBY, a, String::new(), &mut doomed);
-        rooms.enter(2, "b", LOBBY, b, String::new(), &mut doomed);
-        drain(&a_in);
-        rooms.broadcast(LOBBY, &"x\n".into(), Some(1), &mut doomed);
-        rooms.broadcast(LOBBY, &"y\n".into(), Some(1), &mut doomed);
-        assert_eq!(drain(&a_in), "");
-        assert_eq!(drain(&b_in), "*** you are b in #lobby; users here: 2\n");
-        assert_eq!(
-            doomed.len(),
-            2,
-            "b's queue held its greeting, then was full"
-        );
-        assert!(doomed.iter().all(|(id, _)| *id == 2));
+        let (a, _a_in) = outbox(1, 4096);
+        let (b, _b_in) = outbox(1, 4096);
+        rooms.enter(1, "a", LOBBY, a);
+        rooms.enter(2, "b", LOBBY, b);
+        rooms.broadcast(LOBBY, &"x\n".into(), None, &mut doomed);
+        let mut held = Held::default();
+        rooms.hold(LOBBY, Some(1), &mut held, &mut doomed);
+        assert_eq!(held.0.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2]);
+        assert!(doomed.is_empty());
     }
 
     #[test]
     fn newcomers_get_the_last_lines_and_empty_rooms_go() {
         let mut rooms = Rooms::new(2, 1000);
-        let mut doomed = Doomed::new();
+        let doomed = Doomed::new();
         let (a, _a_in) = outbox(8, 4096);
-        let den = rooms.enter(1, "a", "den", a, String::new(), &mut doomed);
+        let den = rooms.enter(1, "a", "den", a);
         for line in ["a: 1\n", "a: 2\n", "a: 3\n"] {
             rooms.remember(&den, line.into());
         }
-        let (b, b_in) = outbox(8, 4096);
+        let (b, mut b_in) = outbox(8, 4096);
         rooms.set_topic(&den, Some("digging".into()));
-        rooms.enter(2, "b", "den", b, "hi\n".into(), &mut doomed);
+        rooms.enter(2, "b", "den", b);
         assert_eq!(
-            drain(&b_in),
-            "hi\n*** you are b in #den; users here: 2\n*** topic of #den: digging\n\
-             [history] a: 2\n[history] a: 3\n"
+            drain(&mut b_in),
+            "*** you are b in #den; users here: 2
+*** topic of #den: digging
+\
+             [history] a: 2
+[history] a: 3
+"
         );
         assert!(rooms.leave(1, "den").is_some());
         assert!(rooms.leave(2, "den").is_some());
@@ -248,18 +258,18 @@ mod tests {
     fn presence_is_announced_only_in_rooms_up_to_the_limit() {
         let mut rooms = Rooms::new(0, 1);
         let mut doomed = Doomed::new();
-        let (a, a_in) = outbox(8, 4096);
-        rooms.enter(1, "a", LOBBY, a, String::new(), &mut doomed);
-        drain(&a_in);
+        let (a, mut a_in) = outbox(8, 4096);
+        rooms.enter(1, "a", LOBBY, a);
+        drain(&mut a_in);
         rooms.announce(LOBBY, || "*** one\n".into(), None, &mut doomed);
         let (b, _b_in) = outbox(8, 4096);
-        rooms.enter(2, "b", LOBBY, b, String::new(), &mut doomed);
+        rooms.enter(2, "b", LOBBY, b);
         rooms.announce(
             LOBBY,
             || unreachable!("two is over the limit"),
             None,
             &mut doomed,
         );
-        assert_eq!(drain(&a_in), "*** one\n");
+        assert_eq!(drain(&mut a_in), "*** one\n");
     }
 }
