@@ -71,9 +71,7 @@ pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr)
 
 /// Tells a client it cannot be served, if its socket takes the line at once, and closes.
 pub(crate) fn refuse(mut stream: &TcpStream, reason: &Refusal) {
-    if let Some(line) = protocol::refused(reason) {
-        let _ = stream.write(line.as_bytes());
-    }
+    let _ = stream.write(protocol::refused(reason).as_bytes());
 }
 
 /// A client's place in the hub, given up however its connection ends: normally, by a panic

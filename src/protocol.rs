@@ -619,10 +619,10 @@ pub(crate) fn host_notice(text: &str) -> Arc<str> {
 
 // The last line before the server closes a connection.
 
-/// `! server full, try again later` and the other refusals; nothing for an address the
-/// address lists refuse, which learns nothing about the server.
-pub(crate) fn refused(reason: &crate::Refusal) -> Option<String> {
-    (*reason != crate::Refusal::NotAllowed).then(|| format!("! {reason}\n"))
+/// `! server full, try again later` and the other refusals (but for
+/// [`Refusal::NotAllowed`](crate::Refusal::NotAllowed), which is sent nothing).
+pub(crate) fn refused(reason: &crate::Refusal) -> String {
+    format!("! {reason}\n")
 }
 
 /// `! you are banned: REASON`, to a client whose address was banned while it was connected.

@@ -16,7 +16,7 @@ use crate::connection;
 use crate::handle::Handle;
 use crate::hub::Hub;
 use crate::net;
-use crate::Config;
+use crate::{Config, Refusal};
 
 /// First pause after an accept error such as running out of file descriptors.
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
@@ -243,6 +243,10 @@ async fn accept_loop(
         };
         backoff = Duration::ZERO;
         if let Err(refusal) = hub.admit(addr) {
+            if refusal == Refusal::NotAllowed {
+                // Closed without a word: the address lists' refusal tells a scanner nothing.
+                continue;
+            }
             connection::refuse(stream.get_ref(), &refusal);
             continue;
         }
