@@ -511,7 +511,7 @@ impl Hub {
         Ok(())
     }
 
-    /// Bans a range, for the host (`by` is `None`) or an operator.
+    /// Bans a range, for the host.
     pub(crate) fn ban(
         &self,
         range: Cidr,
