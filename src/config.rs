@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Cidr;
+
 /// Settings and limits for a [`Server`](crate::Server).
 ///
 /// Every limit has a default that is safe on the open internet; the binary has one flag per
@@ -94,6 +96,33 @@ pub struct Config {
     /// Called on every chat line before it is relayed (default none): lets the host reject or
     /// rewrite it, e.g. as a word filter.
     pub filter: Option<Filter>,
+    /// The password `/oper` takes to make a client an operator (default none: nobody can
+    /// become one). Operators can kick, ban, mute and read the counters; see the README's
+    /// trust model.
+    pub oper_password: Option<String>,
+    /// The password a client must send with `/pass` before anything else (default none: the
+    /// server is open). Until then it sees nothing, is seen by nobody and is not listed.
+    /// Clients' lines are trimmed and sanitized before they are compared, so it must be
+    /// non-empty text without control characters or surrounding spaces (as must
+    /// `oper_password`); the binary checks its password files for that.
+    pub password: Option<String>,
+    /// How long a client has to send the right `/pass` (default 30 s) before it is dropped,
+    /// so connections that never authenticate cannot hold their slots.
+    pub auth_timeout: Duration,
+    /// How long the first wrong `/pass` or `/oper` password holds up the client that sent it
+    /// (default 2 s); each further wrong password on the same connection doubles it, up to
+    /// 32 times this. Makes guessing slow.
+    pub password_delay: Duration,
+    /// Whether only operators may set room topics (default `false`: anyone in the room may).
+    pub topic_ops_only: bool,
+    /// Address ranges allowed to connect (default empty: every address not denied). When not
+    /// empty, connections from anywhere else are closed at once, without a word.
+    pub allow: Vec<Cidr>,
+    /// Address ranges refused at once, without a word (default empty). Wins over `allow`.
+    pub deny: Vec<Cidr>,
+    /// Most bans in force at once (default 1000), so the ban list, which every new connection
+    /// is checked against, stays small.
+    pub max_bans: usize,
 }
 
 /// A hook that decides what happens to a chat line; see [`Config::filter`].
@@ -199,6 +228,14 @@ impl Default for Config {
             backlog: 4096,
             nodelay: true,
             filter: None,
+            oper_password: None,
+            password: None,
+            auth_timeout: Duration::from_secs(30),
+            password_delay: Duration::from_secs(2),
+            topic_ops_only: false,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            max_bans: 1000,
         }
     }
 }
@@ -251,6 +288,7 @@ impl Config {
             ("max_per_ip", self.max_per_ip),
             ("flood_burst", self.flood_burst as usize),
             ("backlog", self.backlog as usize),
+            ("max_bans", self.max_bans),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero(field));
@@ -268,6 +306,8 @@ impl Config {
             ("stall_timeout", self.stall_timeout),
             ("partial_line_timeout", self.partial_line_timeout),
             ("shutdown_grace", self.shutdown_grace),
+            ("auth_timeout", self.auth_timeout),
+            ("password_delay", self.password_delay),
         ] {
             if !(Config::MIN_TIMEOUT..=Config::MAX_TIMEOUT).contains(&value) {
                 return Err(ConfigError::Timeout(field));
@@ -414,6 +454,15 @@ impl fmt::Debug for Config {
             .field("backlog", &self.backlog)
             .field("nodelay", &self.nodelay)
             .field("filter", &self.filter.as_ref().map(|_| "Fn"))
+            // Never the passwords themselves: a Debug line may end up in a log.
+            .field("oper_password", &self.oper_password.as_ref().map(|_| "…"))
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("auth_timeout", &self.auth_timeout)
+            .field("password_delay", &self.password_delay)
+            .field("topic_ops_only", &self.topic_ops_only)
+            .field("allow", &self.allow)
+            .field("deny", &self.deny)
+            .field("max_bans", &self.max_bans)
             .finish()
     }
 }

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 use futures_lite::future::{self, FutureExt};
 use smol::{Async, Timer};
 
+use crate::auth;
 use crate::config::{Draft, Verdict};
 use crate::event::{LeaveReason, Refusal};
 use crate::framing::{Frame, Framer};
-use crate::hub::{Hub, Id, Refused};
+use crate::hub::{Hub, Id, OperError, Refused};
 use crate::outbox::{cost, outbox, Backlog, Inbox, Item, Limits, Outbox};
 use crate::protocol::{self, CommandError, Input};
 use crate::sanitize::sanitize;
@@ -48,6 +49,9 @@ type Ending = (LeaveReason, Option<Arc<str>>);
 
 /// Serves one admitted client until it leaves, is removed, or its socket fails.
 pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr) {
+    let Some(framer) = auth::authenticate(hub, &stream, addr).await else {
+        return close_gracefully(&stream).await;
+    };
     let (outbox, inbox) = outbox(Limits::from(&hub.config));
     let id = match hub.join(addr, outbox.clone()) {
         Ok(id) => id,
@@ -59,7 +63,7 @@ pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr)
         left: false,
     };
     let mut writer = pin!(write_loop(&stream, inbox, &hub.config));
-    let reader = async { Ok(read_loop(&stream, hub, id, &outbox).await) };
+    let reader = async { Ok(read_loop(&stream, hub, id, &outbox, framer).await) };
     match reader.or(async { Err(writer.as_mut().await) }).await {
         Ok((reason, farewell)) => {
             registration.leave(reason, farewell);
@@ -103,9 +107,14 @@ impl Drop for Registration<'_> {
     }
 }
 
-async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, id: Id, outbox: &Outbox) -> Ending {
+async fn read_loop(
+    stream: &Async<TcpStream>,
+    hub: &Hub,
+    id: Id,
+    outbox: &Outbox,
+    mut framer: Framer,
+) -> Ending {
     let config = &hub.config;
-    let mut framer = Framer::new(config.max_line);
     let mut flood = Flood::new(config);
     let mut partial_since = None;
     let mut handled = 0_u32;
@@ -196,6 +205,21 @@ async fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
             let reason = LeaveReason::Quit(reason.map(Arc::from));
             return Some((reason, Some(protocol::bye())));
         }
+        Ok(Input::Oper(password)) => {
+            // Answered once, outside the retry loop below: each wrong password counts once.
+            let (wait, answer) = match hub.oper(id, password) {
+                Ok(()) => (None, protocol::opered()),
+                Err(OperError::NoOperators) => (None, protocol::error(CommandError::NoOperators)),
+                Err(OperError::Wrong(wait)) => {
+                    (Some(wait), protocol::error(CommandError::WrongPassword))
+                }
+            };
+            if let Some(wait) = wait {
+                // Not reading meanwhile: the next guess waits its turn in the socket.
+                Box::pin(Timer::after(wait)).await;
+            }
+            return send(hub, id, &answer).await;
+        }
         Ok(input) => input,
         Err(e) => return send(hub, id, &protocol::error(e)).await,
     };
@@ -226,7 +250,20 @@ async fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
             Input::Ignore(None) => hub.list_ignored(id),
             Input::Unignore(name) => hub.unignore(id, name),
             Input::Timestamps(on) => hub.set_timestamps(id, on),
-            Input::Empty | Input::Quit(_) => Ok(()),
+            Input::Topic(text) => hub.topic(id, text),
+            Input::Pass(_) => Err(CommandError::NoPasswordNeeded.into()),
+            Input::Kick(name, reason) => hub.kick_by(id, name, reason),
+            Input::Ban {
+                target,
+                duration,
+                reason,
+            } => hub.ban_by(id, target, duration, reason),
+            Input::Unban(target) => hub.unban_by(id, target),
+            Input::Bans => hub.list_bans(id),
+            Input::Mute(name) => hub.mute_by(id, name, true),
+            Input::Unmute(name) => hub.mute_by(id, name, false),
+            Input::Stats => hub.stats_for(id),
+            Input::Empty | Input::Quit(_) | Input::Oper(_) => Ok(()),
         };
         match done {
             Ok(()) => return None,

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Cidr;
 
 /// Something that happened on the server, delivered to [`Handle::subscribe`](crate::Handle::subscribe).
 ///
@@ -87,6 +90,61 @@ pub enum Event {
         /// The text, sanitized.
         text: Arc<str>,
     },
+    /// A client became an operator with `/oper`.
+    Opered {
+        /// The client's name.
+        name: Arc<str>,
+        /// The client's address.
+        addr: SocketAddr,
+    },
+    /// A client sent `/oper` with a wrong password; it is held up before it is told.
+    OperFailed {
+        /// The client's name.
+        name: Arc<str>,
+        /// The client's address.
+        addr: SocketAddr,
+    },
+    /// A connection sent `/pass` with a wrong password (see [`Config::password`](crate::Config::password)).
+    PassFailed {
+        /// The connection's address.
+        addr: SocketAddr,
+    },
+    /// An address range was banned.
+    Banned {
+        /// The range banned.
+        range: Cidr,
+        /// For how long; `None` until unbanned or the server restarts.
+        duration: Option<Duration>,
+        /// The reason given, sanitized; may be empty.
+        reason: Arc<str>,
+        /// The operator who banned it; `None` for the host.
+        by: Option<Arc<str>>,
+    },
+    /// A ban was lifted before it expired.
+    Unbanned {
+        /// The range no longer banned.
+        range: Cidr,
+        /// The operator who lifted it; `None` for the host.
+        by: Option<Arc<str>>,
+    },
+    /// A client was muted or unmuted.
+    Muted {
+        /// The client's name.
+        name: Arc<str>,
+        /// `true` when muted, `false` when unmuted.
+        muted: bool,
+        /// The operator who did it; `None` for the host.
+        by: Option<Arc<str>>,
+    },
+    /// A room's topic was set or cleared.
+    TopicChanged {
+        /// The room.
+        room: Arc<str>,
+        /// The new topic, sanitized; `None` when cleared.
+        topic: Option<Arc<str>>,
+        /// Who set it.
+        by: Arc<str>,
+    },
 }
 
 /// Why a client left. Its `Display` is what the client's room is told.
@@ -114,8 +172,10 @@ pub enum LeaveReason {
     WriteTimeout,
     /// It left a line unfinished for [`Config::partial_line_timeout`](crate::Config::partial_line_timeout).
     PartialLineTimeout,
-    /// The host kicked it.
+    /// The host or an operator kicked it.
     Kicked(Arc<str>),
+    /// An operator or the host banned its address, for this reason (may be empty).
+    Banned(Arc<str>),
     /// The server shut down.
     Shutdown,
     /// Serving it failed inside the server (a bug); only this client was affected.
@@ -133,20 +193,26 @@ impl fmt::Display for LeaveReason {
             LeaveReason::WriteTimeout => f.write_str("write timeout"),
             LeaveReason::PartialLineTimeout => f.write_str("unfinished line timed out"),
             LeaveReason::Kicked(reason) => write!(f, "kicked: {reason}"),
+            LeaveReason::Banned(reason) if reason.is_empty() => f.write_str("banned"),
+            LeaveReason::Banned(reason) => write!(f, "banned: {reason}"),
             LeaveReason::Shutdown => f.write_str("server shutdown"),
             LeaveReason::Internal => f.write_str("internal error"),
         }
     }
 }
 
-/// Why a connection was turned away. Its `Display` is the line the client is sent.
+/// Why a connection was turned away. Its `Display` is the line the client is sent (none is sent
+/// for [`Refusal::NotAllowed`]).
 ///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(smolchat::Refusal::ServerFull.to_string(), "server full, try again later");
+/// use smolchat::Refusal;
+///
+/// assert_eq!(Refusal::ServerFull.to_string(), "server full, try again later");
+/// assert_eq!(Refusal::Banned("spam".into()).to_string(), "you are banned: spam");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
     /// [`Config::max_clients`](crate::Config::max_clients) are connected.
@@ -155,6 +221,11 @@ pub enum Refusal {
     TooManyFromAddress,
     /// The server is shutting down.
     ShuttingDown,
+    /// The address is banned, for this reason (may be empty).
+    Banned(Arc<str>),
+    /// The address is in [`Config::deny`](crate::Config::deny), or [`Config::allow`](crate::Config::allow)
+    /// is not empty and does not hold it. The connection is closed without a word.
+    NotAllowed,
 }
 
 impl fmt::Display for Refusal {
@@ -163,6 +234,9 @@ impl fmt::Display for Refusal {
             Refusal::ServerFull => "server full, try again later",
             Refusal::TooManyFromAddress => "too many connections from your address",
             Refusal::ShuttingDown => "server is shutting down",
+            Refusal::Banned(reason) if reason.is_empty() => "you are banned",
+            Refusal::Banned(reason) => return write!(f, "you are banned: {reason}"),
+            Refusal::NotAllowed => "address not allowed",
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use std::error::Error;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use async_channel::Receiver;
 use crate::config::{Config, ConfigError};
 use crate::event::Event;
 use crate::hub::{Audience, Hub};
+use crate::Cidr;
 
 /// Controls and observes a [`Server`](crate::Server) from any task or thread.
 ///
@@ -86,7 +87,55 @@ pub struct RoomInfo {
     pub name: Arc<str>,
     /// How many users are in it.
     pub members: usize,
+    /// Its topic (`/topic`), if one is set.
+    pub topic: Option<Arc<str>>,
 }
+
+/// A ban in force, from [`Handle::bans`].
+///
+/// # Examples
+///
+/// ```
+/// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+/// let handle = server.handle();
+/// handle.ban("192.0.2.7".parse()?, None, "spam")?;
+/// let ban = &handle.bans()[0];
+/// assert_eq!((ban.range.to_string(), ban.remaining, &*ban.reason), ("192.0.2.7".into(), None, "spam"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Ban {
+    /// The addresses it covers: one IPv4 address, an IPv6 /64, or a range an operator gave.
+    pub range: Cidr,
+    /// How long it still lasts; `None` until lifted or the server restarts.
+    pub remaining: Option<Duration>,
+    /// The reason given (sanitized; may be empty), which banned clients are told.
+    pub reason: Arc<str>,
+}
+
+/// A ban was refused: [`Config::max_bans`](crate::Config::max_bans) (the number held) are in force.
+///
+/// # Examples
+///
+/// ```
+/// let config = smolchat::Config { max_bans: 1, ..smolchat::Config::default() };
+/// let server = smolchat::Server::bind("127.0.0.1:0", config)?;
+/// server.handle().ban("192.0.2.1".parse()?, None, "")?;
+/// let error = server.handle().ban("192.0.2.2".parse()?, None, "").unwrap_err();
+/// assert_eq!(error.to_string(), "the ban list is full (1 bans); lift one first");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BanListFull(pub usize);
+
+impl fmt::Display for BanListFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the ban list is full ({} bans); lift one first", self.0)
+    }
+}
+
+impl Error for BanListFull {}
 
 /// A snapshot of the server's counters, from [`Handle::stats`](crate::Handle::stats).
 ///
@@ -105,7 +154,7 @@ pub struct Stats {
     pub clients: usize,
     /// Connections accepted since start.
     pub connections_accepted: u64,
-    /// Connections refused (full, per-address limit, shutting down).
+    /// Connections refused (full, per-address limit, shutting down, banned, address lists).
     pub connections_refused: u64,
     /// Chat lines relayed (room messages, actions and private messages).
     pub lines_relayed: u64,
@@ -256,6 +305,125 @@ impl Handle {
     /// ```
     pub fn kick(&self, user: &str, reason: &str) -> Result<(), NotFound> {
         self.hub.kick(user, reason)
+    }
+
+    /// Bans an address for `duration` (`None`: until [`unban`](Self::unban) or a restart):
+    /// refuses new connections from it and disconnects its clients, who are told the reason.
+    ///
+    /// An IPv4 address is banned alone, an IPv6 address with its whole /64 (see
+    /// [`Cidr::host_group`]); use [`ban_range`](Self::ban_range) for other ranges. Banning a
+    /// banned range again replaces its ban.
+    ///
+    /// # Errors
+    ///
+    /// [`BanListFull`] if [`Config::max_bans`](crate::Config::max_bans) bans are in force.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// server.handle().ban("2001:db8::7".parse()?, Some(Duration::from_secs(600)), "spam")?;
+    /// assert_eq!(server.handle().bans()[0].range.to_string(), "2001:db8::/64");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ban(
+        &self,
+        addr: IpAddr,
+        duration: Option<Duration>,
+        reason: &str,
+    ) -> Result<(), BanListFull> {
+        self.ban_range(Cidr::host_group(addr), duration, reason)
+    }
+
+    /// Bans every address in `range`, as [`ban`](Self::ban) does one.
+    ///
+    /// # Errors
+    ///
+    /// [`BanListFull`] if [`Config::max_bans`](crate::Config::max_bans) bans are in force.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// server.handle().ban_range("198.51.100.0/24".parse()?, None, "botnet")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ban_range(
+        &self,
+        range: Cidr,
+        duration: Option<Duration>,
+        reason: &str,
+    ) -> Result<(), BanListFull> {
+        self.hub
+            .ban(range, duration, reason)
+            .map_err(|_| BanListFull(self.hub.config.max_bans))
+    }
+
+    /// Lifts the ban on `range` (as [`bans`](Self::bans) lists it; a single IPv6 address
+    /// means its /64); `false` if there was none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// let handle = server.handle();
+    /// handle.ban("192.0.2.7".parse()?, None, "")?;
+    /// assert!(handle.unban("192.0.2.7".parse()?));
+    /// assert!(!handle.unban("192.0.2.7".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unban(&self, range: Cidr) -> bool {
+        self.hub.unban(range).is_ok()
+    }
+
+    /// The bans in force, ordered by range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert!(server.handle().bans().is_empty());
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn bans(&self) -> Vec<Ban> {
+        self.hub.bans()
+    }
+
+    /// Mutes a user: its messages, actions, private messages, renames and topics go nowhere
+    /// and it gets an error instead, until [`unmute`](Self::unmute) or it reconnects.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound::User`] if nobody has this name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert!(server.handle().mute("nobody").is_err());
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn mute(&self, user: &str) -> Result<(), NotFound> {
+        self.hub.set_muted(user, true)
+    }
+
+    /// Lets a muted user talk again.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound::User`] if nobody has this name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert!(server.handle().unmute("nobody").is_err());
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn unmute(&self, user: &str) -> Result<(), NotFound> {
+        self.hub.set_muted(user, false)
     }
 
     /// A snapshot of the server's counters.

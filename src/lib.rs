@@ -58,25 +58,32 @@
 //!
 //! Commands: `/nick NAME`, `/me TEXT`, `/msg NAME TEXT`, `/join ROOM`, `/who`, `/rooms`,
 //! `/whois NAME`, `/away [MESSAGE]`, `/back`, `/ignore [NAME]`, `/unignore NAME`,
-//! `/timestamps on|off`, `/quit [REASON]`, `/help`; `//TEXT` sends a line starting with `/`. The full description,
-//! with every reply and guarantee, is `docs/PROTOCOL.md`.
+//! `/timestamps on|off`, `/topic [TEXT]`, `/oper PASSWORD`, `/quit [REASON]`, `/help`; `//TEXT`
+//! sends a line starting with `/`. Operators (see [`Config::oper_password`]) also have `/kick`,
+//! `/ban`, `/unban`, `/bans`, `/mute`, `/unmute` and `/stats`; a private server
+//! ([`Config::password`]) wants `/pass PASSWORD` first. The full description, with every reply
+//! and guarantee, is `docs/PROTOCOL.md`.
 //!
 //! # Layout
 //!
 //! - `server`: [`Server`] binds, runs the accept loop and the shutdown sequence.
 //! - `hub`: the shared state behind one mutex, in parts: `directory` (clients, names, away,
-//!   ignore lists), `rooms` (members, history, the fan-out), `admission` (connection limits),
-//!   `subscribers`, `counters`.
-//! - `outbox`: a client's bounded queue of lines waiting to be written.
+//!   ignore lists, operators), `rooms` (members, history, topics, the fan-out), `admission`
+//!   (connection limits, address lists, bans), `subscribers`, `counters`.
+//! - `outbox`: a client's bounded queue of lines waiting to be written, and its flow control.
 //! - `connection`: one client's reader (lines to chat) and writer (outbox to socket).
+//! - `auth`: a private server's `/pass` phase before a client joins; password comparison.
 //! - `framing`, `sanitize`, `protocol`: the pure protocol: bytes to lines (and answers to telnet),
 //!   safe text, commands, and every line the server sends.
 //! - `handle`, `event`: the host's view: [`Handle`], [`Stats`], [`Event`].
 //! - `config`: [`Config`], every limit with the reason for its default, and its validation.
+//! - `cidr`: [`Cidr`], the address ranges of allow and deny lists and bans.
 //! - `net`: socket options std lacks (listen backlog, keepalive timing, TCP user timeout).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod auth;
+mod cidr;
 mod config;
 mod connection;
 mod event;
@@ -89,9 +96,10 @@ mod protocol;
 mod sanitize;
 mod server;
 
+pub use cidr::{Cidr, CidrError};
 pub use config::{Config, ConfigError, Draft, Filter, Verdict};
 pub use event::{Event, LeaveReason, Refusal};
-pub use handle::{Handle, NotFound, RoomInfo, Stats, User};
+pub use handle::{Ban, BanListFull, Handle, NotFound, RoomInfo, Stats, User};
 pub use server::Server;
 
 /// The pure parsers, reachable for the fuzz target only; not part of the API.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_signal::{Signal, Signals};
 use futures_lite::StreamExt;
 use smol::Executor;
-use smolchat::{Config, ConfigError, Event, Handle, Server};
+use smolchat::{Cidr, Config, ConfigError, Event, Handle, Server};
 
 const DEFAULT_HOST: &str = "0.0.0.0";
 const DEFAULT_PORT: u16 = 8888;
@@ -100,6 +100,14 @@ Options:
       --motd TEXT                  message of the day shown on connect (at most {max_motd} bytes)
       --motd-file PATH             read the message of the day from a file; SIGHUP re-reads it
       --backlog N                  listen backlog [default: {backlog}]
+      --oper-password-file PATH    read the /oper password from a file; no operators without it
+      --password-file PATH         make the server private: clients must /pass the password in this file
+      --auth-timeout SECS          drop a client that has not given the /pass password this long [default: {auth_timeout}]
+      --password-delay SECS        hold up the answer to a wrong password, doubling per failure [default: {password_delay}]
+      --topic-ops-only             only operators may set room topics
+      --allow CIDR                 accept only these addresses (repeatable; e.g. 192.0.2.0/24, 2001:db8::/32)
+      --deny CIDR                  refuse these addresses, silently (repeatable; wins over --allow)
+      --max-bans N                 most bans in force at once [default: {max_bans}]
       --log-level LEVEL            error, warn, notice (start, stop, signals), info (also joins, leaves, refusals) or debug (also chat lines) [default: info]
   -v, --verbose                    same as --log-level debug
   -q, --quiet                      same as --log-level notice: do not log joins and leaves
@@ -122,6 +130,9 @@ Options:
         announce_limit = d.announce_limit,
         max_motd = Config::MAX_MOTD,
         backlog = d.backlog,
+        auth_timeout = secs(d.auth_timeout),
+        password_delay = secs(d.password_delay),
+        max_bans = d.max_bans,
     )
 }
 
@@ -163,9 +174,36 @@ fn number(parser: &mut lexopt::Parser, flag: &str) -> Result<usize, UsageError> 
     value(parser, flag, "a number")
 }
 
+fn cidr(parser: &mut lexopt::Parser, flag: &str) -> Result<Cidr, UsageError> {
+    value(parser, flag, "an address or ADDRESS/PREFIX")
+}
+
 fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, UsageError> {
     let valid = |secs: &f64| Duration::try_from_secs_f64(*secs).is_ok();
     checked(parser, flag, "a number of seconds", valid).map(Duration::from_secs_f64)
+}
+
+/// Reads a password file: its content without one trailing line ending.
+fn password_file(parser: &mut lexopt::Parser, flag: &str) -> Result<String, UsageError> {
+    let path: String = value(parser, flag, "a path")?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| UsageError(format!("cannot read {flag} '{path}': {e}")))?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(UsageError(format!("{flag} '{path}' is empty")));
+    }
+    // Clients' lines are trimmed and their control characters replaced: such a password
+    // could never be typed right.
+    if password.trim() != password || password.chars().any(char::is_control) {
+        return Err(UsageError(format!(
+            "the password in {flag} '{path}' starts or ends with a space or holds a control \
+             character, so no client could send it"
+        )));
+    }
+    Ok(password.into())
 }
 
 /// Parses the flags. `Ok(None)` means help or version was printed.
@@ -249,6 +287,14 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
                     })?;
                 shown = name;
             }
+            "--oper-password-file" => c.oper_password = Some(password_file(&mut parser, &flag)?),
+            "--password-file" => c.password = Some(password_file(&mut parser, &flag)?),
+            "--auth-timeout" => c.auth_timeout = seconds(&mut parser, &flag)?,
+            "--password-delay" => c.password_delay = seconds(&mut parser, &flag)?,
+            "--topic-ops-only" => c.topic_ops_only = true,
+            "--allow" => c.allow.push(cidr(&mut parser, &flag)?),
+            "--deny" => c.deny.push(cidr(&mut parser, &flag)?),
+            "--max-bans" => c.max_bans = number(&mut parser, &flag)?,
             "--verbose" => options.level = Level::Debug,
             "--quiet" => options.level = Level::Notice,
             "--help" => {
@@ -307,7 +353,7 @@ fn config_error(error: &ConfigError, motd_flag: &str) -> String {
         "motd" => motd_flag.to_string(),
         field => format!("--{}", field.replace('_', "-")),
     };
-    const FIELDS: [&str; 14] = [
+    const FIELDS: [&str; 17] = [
         "max_line",
         "queue_lines",
         "queue_bytes",
@@ -319,6 +365,9 @@ fn config_error(error: &ConfigError, motd_flag: &str) -> String {
         "stall_timeout",
         "partial_line_timeout",
         "shutdown_grace",
+        "auth_timeout",
+        "password_delay",
+        "max_bans",
         "keepalive",
         "backlog",
         "motd",
@@ -689,6 +738,39 @@ fn log_event(log: &Log, event: &Event) {
             "{from} sent {} bytes privately to {to}",
             text.len()
         )),
+        Event::Opered { name, addr } => {
+            log.info(format_args!("{name} ({addr}) became an operator"))
+        }
+        Event::OperFailed { name, addr } => log.warn(format_args!(
+            "{name} ({addr}) gave a wrong operator password"
+        )),
+        Event::PassFailed { addr } => log.warn(format_args!("{addr} gave a wrong server password")),
+        Event::Banned {
+            range,
+            duration,
+            reason,
+            by,
+        } => log.info(format_args!(
+            "{} banned {range} {}: {reason}",
+            by.as_deref().unwrap_or("the host"),
+            duration.map_or("until unbanned".into(), |d| format!(
+                "for {} s",
+                d.as_secs_f64()
+            ))
+        )),
+        Event::Unbanned { range, by } => log.info(format_args!(
+            "{} unbanned {range}",
+            by.as_deref().unwrap_or("the host")
+        )),
+        Event::Muted { name, muted, by } => log.info(format_args!(
+            "{} {}muted {name}",
+            by.as_deref().unwrap_or("the host"),
+            if *muted { "" } else { "un" }
+        )),
+        Event::TopicChanged { room, topic, by } => match topic {
+            Some(topic) => log.info(format_args!("{by} set the topic of #{room}: {topic}")),
+            None => log.info(format_args!("{by} cleared the topic of #{room}")),
+        },
         _ => {}
     }
 }

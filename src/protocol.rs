@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::event::LeaveReason;
+use crate::handle::{Ban, Stats};
 use crate::sanitize::sanitize_into;
+use crate::Cidr;
 
 /// Longest name or room name, in characters.
 pub(crate) const MAX_NAME: usize = 16;
@@ -19,6 +21,15 @@ pub(crate) const MAX_NAME: usize = 16;
 /// Most users one client may ignore: bounds the memory its ignore list takes and keeps the
 /// `/ignore` listing within [`MAX_LISTED`].
 pub(crate) const MAX_IGNORED: usize = 100;
+
+/// Longest room topic, in characters, so a `/rooms` listing of topics stays small.
+pub(crate) const MAX_TOPIC: usize = 200;
+
+/// Longest ban an operator can give in minutes (a year); longer is `/ban` without minutes.
+const MAX_BAN_MINUTES: f64 = 525_600.0;
+
+/// `/topic -` clears the topic.
+const CLEAR_TOPIC: &str = "-";
 
 /// Names nobody may take, so nobody can pass for the server or its staff.
 const RESERVED: &[&str] = &[
@@ -49,6 +60,22 @@ pub(crate) enum Input<'a> {
     Ignore(Option<&'a str>),
     Unignore(&'a str),
     Whois(&'a str),
+    /// `/topic`: show (`None`), set, or clear (`Some("")`) the room's topic.
+    Topic(Option<&'a str>),
+    Pass(&'a str),
+    Oper(&'a str),
+    Kick(&'a str, Option<&'a str>),
+    Ban {
+        target: &'a str,
+        /// `None`: until lifted.
+        duration: Option<Duration>,
+        reason: Option<&'a str>,
+    },
+    Unban(&'a str),
+    Bans,
+    Mute(&'a str),
+    Unmute(&'a str),
+    Stats,
 }
 
 /// Parses a sanitized line.
@@ -96,8 +123,60 @@ pub(crate) fn parse(line: &str) -> Result<Input<'_>, CommandError> {
                 .ok_or(CommandError::Usage("/msg NAME TEXT"))?;
             Input::Msg(to, text.trim())
         }
+        "topic" => Input::Topic(match rest {
+            "" => None,
+            CLEAR_TOPIC => Some(""),
+            topic => Some(topic),
+        }),
+        // The password is the whole rest of the line: it may hold spaces.
+        "pass" => Input::Pass(arg("/pass PASSWORD")?),
+        "oper" => Input::Oper(arg("/oper PASSWORD")?),
+        "kick" => {
+            let (name, reason) = first_word(arg("/kick NAME [REASON]")?);
+            Input::Kick(name, reason)
+        }
+        "ban" => {
+            let (target, rest) = first_word(arg(BAN_USAGE)?);
+            let (duration, reason) = match rest.map(first_word) {
+                Some((word, reason))
+                    if word.starts_with(|c: char| c.is_ascii_digit() || c == '.') =>
+                {
+                    (Some(minutes(word)?), reason)
+                }
+                _ => (None, rest),
+            };
+            Input::Ban {
+                target,
+                duration,
+                reason,
+            }
+        }
+        "unban" => Input::Unban(arg("/unban ADDRESS")?),
+        "bans" => Input::Bans,
+        "mute" => Input::Mute(arg("/mute NAME")?),
+        "unmute" => Input::Unmute(arg("/unmute NAME")?),
+        "stats" => Input::Stats,
         _ => return Err(CommandError::UnknownCommand(word.into())),
     })
+}
+
+const BAN_USAGE: &str = "/ban NAME|ADDRESS [MINUTES] [REASON]";
+
+/// Splits off the first word; the rest, if any, trimmed.
+fn first_word(text: &str) -> (&str, Option<&str>) {
+    match text.split_once(' ') {
+        Some((word, rest)) => (word, Some(rest.trim()).filter(|r| !r.is_empty())),
+        None => (text, None),
+    }
+}
+
+/// A ban's length: a positive number of minutes, decimals allowed, up to a year.
+fn minutes(word: &str) -> Result<Duration, CommandError> {
+    word.parse::<f64>()
+        .ok()
+        .filter(|m| *m > 0.0 && *m <= MAX_BAN_MINUTES)
+        .map(|m| Duration::from_secs_f64(m * 60.0))
+        .ok_or_else(|| CommandError::InvalidMinutes(word.into()))
 }
 
 /// Why a name or room name was refused.
@@ -163,6 +242,18 @@ pub(crate) enum CommandError {
     IgnoringTooMany,
     /// The host's filter rejected the line, for this (sanitized) reason.
     Rejected(Box<str>),
+    NotOperator,
+    /// `/oper` on a server without an operator password.
+    NoOperators,
+    WrongPassword,
+    /// `/pass` once no password is needed.
+    NoPasswordNeeded,
+    Muted,
+    TopicTooLong,
+    InvalidMinutes(Box<str>),
+    InvalidRange(Box<str>),
+    NotBanned(Cidr),
+    BanListFull(usize),
 }
 
 impl fmt::Display for CommandError {
@@ -190,6 +281,26 @@ impl fmt::Display for CommandError {
                 "you already ignore {MAX_IGNORED} users; /unignore one first"
             ),
             CommandError::Rejected(reason) => write!(f, "message not sent: {reason}"),
+            CommandError::NotOperator => f.write_str("you are not an operator"),
+            CommandError::NoOperators => f.write_str("this server has no operators"),
+            CommandError::WrongPassword => f.write_str("wrong password"),
+            CommandError::NoPasswordNeeded => f.write_str("no password is needed now"),
+            CommandError::Muted => f.write_str("you are muted; nothing was sent"),
+            CommandError::TopicTooLong => {
+                write!(f, "topic too long (over {MAX_TOPIC} characters)")
+            }
+            CommandError::InvalidMinutes(word) => write!(
+                f,
+                "invalid number of minutes \"{word}\": use a positive number up to {MAX_BAN_MINUTES}"
+            ),
+            CommandError::InvalidRange(text) => write!(
+                f,
+                "invalid address \"{text}\": use an address or ADDRESS/PREFIX"
+            ),
+            CommandError::NotBanned(range) => write!(f, "{range} is not banned"),
+            CommandError::BanListFull(max) => {
+                write!(f, "the ban list is full ({max} bans); lift one first")
+            }
         }
     }
 }
@@ -207,15 +318,21 @@ pub(crate) fn help() -> Arc<str> {
 ***   /join ROOM          leave your room and enter ROOM (created if new)
 ***   /who                list the users in your room
 ***   /rooms              list the rooms and their sizes
+***   /topic [TEXT]       show or set your room's topic; /topic - clears it
 ***   /whois NAME         show NAME's room, time connected and idle, away message
 ***   /away [MESSAGE]     mark yourself away; a private message gets MESSAGE back
 ***   /back               you are no longer away
 ***   /ignore [NAME]      hide NAME's messages from you; alone, list whom you ignore
 ***   /unignore NAME      show NAME's messages again
 ***   /timestamps on|off  start each line you get with the time (HH:MM UTC)
+***   /oper PASSWORD      become an operator
 ***   /quit [REASON]      leave the chat
 ***   /help               show this list
 ***   //TEXT              send a line that starts with /
+*** operators only:
+***   /kick NAME [REASON]
+***   {BAN_USAGE}   (without MINUTES: until /unban)
+***   /unban ADDRESS, /bans, /mute NAME, /unmute NAME, /stats
 "
     )
     .into()
@@ -321,6 +438,11 @@ pub(crate) fn push_you_are(out: &mut String, name: &str, room: &str, users: usiz
     let _ = writeln!(out, "*** you are {name} in #{room}; users here: {users}");
 }
 
+/// Appends a room's topic, shown to whoever enters it: `*** topic of #rust: all things rust`.
+pub(crate) fn push_topic(out: &mut String, room: &str, topic: &str) {
+    let _ = writeln!(out, "*** topic of #{room}: {topic}");
+}
+
 /// Appends a line from the room's history, replayed to a newcomer with the time it was said:
 /// `[history 14:03] alice: hello`.
 pub(crate) fn push_history(out: &mut String, said: Time, line: &str) {
@@ -413,11 +535,15 @@ fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
         .then_with(|| a.cmp(b))
 }
 
-/// `*** rooms: #lobby (2), #rust (1)`, the reply to `/rooms`; `rooms` already sorted.
-pub(crate) fn rooms(rooms: &[(&str, usize)]) -> Arc<str> {
+/// `*** rooms: #lobby (2), #rust (1) "all things rust"`, the reply to `/rooms`, with each
+/// room's topic if it has one; `rooms` already sorted.
+pub(crate) fn rooms(rooms: &[(&str, usize, Option<&str>)]) -> Arc<str> {
     let rooms: Vec<String> = rooms
         .iter()
-        .map(|(room, n)| format!("#{room} ({n})"))
+        .map(|(room, n, topic)| match topic {
+            Some(topic) => format!("#{room} ({n}) \"{topic}\""),
+            None => format!("#{room} ({n})"),
+        })
         .collect();
     notice(format_args!("rooms: {}", listing(&rooms, rooms.len())))
 }
@@ -544,6 +670,147 @@ impl fmt::Display for Elapsed {
     }
 }
 
+/// `*** topic of #rust: all things rust`, or `*** #rust has no topic`: the reply to `/topic`.
+pub(crate) fn topic(room: &str, topic: Option<&str>) -> Arc<str> {
+    match topic {
+        Some(topic) => notice(format_args!("topic of #{room}: {topic}")),
+        None => notice(format_args!("#{room} has no topic")),
+    }
+}
+
+/// `*** alice set the topic of #rust: all things rust`, or `*** alice cleared the topic of
+/// #rust`, as the whole room (setter included) sees it.
+pub(crate) fn topic_set(name: &str, room: &str, topic: Option<&str>) -> Arc<str> {
+    match topic {
+        Some(topic) => notice(format_args!("{name} set the topic of #{room}: {topic}")),
+        None => notice(format_args!("{name} cleared the topic of #{room}")),
+    }
+}
+
+// Operators.
+
+/// `*** you are now an operator`, the reply to a right `/oper`.
+pub(crate) fn opered() -> Arc<str> {
+    notice("you are now an operator")
+}
+
+/// `*** kicked bob`, the reply to `/kick`.
+pub(crate) fn kick_done(name: &str) -> Arc<str> {
+    notice(format_args!("kicked {name}"))
+}
+
+/// The reason a kicked client and its room are given: `spam (by alice)`, or `by alice`.
+pub(crate) fn kick_reason(operator: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("{reason} (by {operator})"),
+        None => format!("by {operator}"),
+    }
+}
+
+/// `*** banned 192.0.2.7 for 10 minutes` or `*** banned 192.0.2.7 until unbanned`.
+pub(crate) fn ban_done(range: &Cidr, duration: Option<Duration>) -> Arc<str> {
+    match duration {
+        Some(d) => notice(format_args!("banned {range} for {}", Span(d))),
+        None => notice(format_args!("banned {range} until unbanned")),
+    }
+}
+
+/// `*** unbanned 192.0.2.7`.
+pub(crate) fn unban_done(range: &Cidr) -> Arc<str> {
+    notice(format_args!("unbanned {range}"))
+}
+
+/// `*** bans (2): 10.0.0.0/8 (until unbanned: botnet), 192.0.2.7 (9 minutes left)`, the
+/// reply to `/bans`; `*** no bans` when there are none.
+pub(crate) fn bans(bans: &[Ban]) -> Arc<str> {
+    if bans.is_empty() {
+        return notice("no bans");
+    }
+    let listed: Vec<String> = bans
+        .iter()
+        .map(|ban| {
+            let mut item = match ban.remaining {
+                Some(left) => format!("{} ({} left", ban.range, Span(left)),
+                None => format!("{} (until unbanned", ban.range),
+            };
+            if !ban.reason.is_empty() {
+                let _ = write!(item, ": {}", ban.reason);
+            }
+            item.push(')');
+            item
+        })
+        .collect();
+    notice(format_args!(
+        "bans ({}): {}",
+        bans.len(),
+        listing(&listed, listed.len())
+    ))
+}
+
+/// A duration as people say it, rounded up: `40 seconds`, `1 minute`, `10 minutes`.
+struct Span(Duration);
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0);
+        let (n, unit) = if secs < 60 {
+            (secs, "second")
+        } else {
+            (secs.div_ceil(60), "minute")
+        };
+        write!(f, "{n} {unit}{}", if n == 1 { "" } else { "s" })
+    }
+}
+
+/// `*** muted bob` or `*** unmuted bob`, the reply to `/mute` and `/unmute`.
+pub(crate) fn mute_done(name: &str, muted: bool) -> Arc<str> {
+    notice(format_args!(
+        "{}muted {name}",
+        if muted { "" } else { "un" }
+    ))
+}
+
+/// `*** you were muted` or `*** you were unmuted`, as the client concerned is told.
+pub(crate) fn you_were_muted(muted: bool) -> Arc<str> {
+    notice(format_args!(
+        "you were {}muted",
+        if muted { "" } else { "un" }
+    ))
+}
+
+/// `*** stats: clients 3, accepted 10, …`, the reply to `/stats`.
+pub(crate) fn stats(stats: &Stats, bans: usize) -> Arc<str> {
+    notice(format_args!(
+        "stats: clients {}, accepted {}, refused {}, relayed {}, dropped slow {}, too long {}, \
+         flood delayed {}, events dropped {}, bans {bans}",
+        stats.clients,
+        stats.connections_accepted,
+        stats.connections_refused,
+        stats.lines_relayed,
+        stats.dropped_slow,
+        stats.lines_too_long,
+        stats.flood_delayed,
+        stats.events_dropped,
+    ))
+}
+
+// A private server's lines before `/pass`.
+
+/// `*** this server is private: send /pass PASSWORD`, the first line a client gets.
+pub(crate) fn password_wanted() -> Arc<str> {
+    notice("this server is private: send /pass PASSWORD")
+}
+
+/// `! send /pass PASSWORD first`, the reply to anything else before `/pass`.
+pub(crate) fn password_first() -> Arc<str> {
+    error("send /pass PASSWORD first")
+}
+
+/// `! disconnected: no password given in time`.
+pub(crate) fn password_timeout() -> Arc<str> {
+    error("disconnected: no password given in time")
+}
+
 /// `! line too long (over 2048 bytes); it was not sent`.
 pub(crate) fn line_too_long(max_line: usize) -> Arc<str> {
     error(format_args!(
@@ -561,9 +828,19 @@ pub(crate) fn host_notice(text: &str) -> Arc<str> {
 
 // The last line before the server closes a connection.
 
-/// `! server full, try again later` and the other refusals.
+/// `! server full, try again later` and the other refusals (but for
+/// [`Refusal::NotAllowed`](crate::Refusal::NotAllowed), which is sent nothing).
 pub(crate) fn refused(reason: &crate::Refusal) -> String {
     format!("! {reason}\n")
+}
+
+/// `! you are banned: REASON`, to a client whose address was banned while it was connected.
+pub(crate) fn banned(reason: &str) -> Arc<str> {
+    if reason.is_empty() {
+        error("you are banned")
+    } else {
+        error(format_args!("you are banned: {reason}"))
+    }
 }
 
 /// `*** bye`, the reply to `/quit`.
@@ -634,12 +911,61 @@ mod tests {
         );
         assert_eq!(error("/whois"), Err("usage: /whois NAME".into()));
         assert_eq!(error("/unignore"), Err("usage: /unignore NAME".into()));
+        assert_eq!(parse("/topic"), Ok(Input::Topic(None)));
+        assert_eq!(parse("/topic -"), Ok(Input::Topic(Some(""))));
+        assert_eq!(parse("/topic be nice "), Ok(Input::Topic(Some("be nice"))));
+        assert_eq!(parse("/oper two words"), Ok(Input::Oper("two words")));
+        assert_eq!(parse("/kick bob"), Ok(Input::Kick("bob", None)));
+        assert_eq!(
+            parse("/kick bob  spamming links"),
+            Ok(Input::Kick("bob", Some("spamming links")))
+        );
+        let ban = |target, duration, reason| Input::Ban {
+            target,
+            duration,
+            reason,
+        };
+        assert_eq!(parse("/ban bob"), Ok(ban("bob", None, None)));
+        assert_eq!(parse("/ban bob spam"), Ok(ban("bob", None, Some("spam"))));
+        assert_eq!(
+            parse("/ban 192.0.2.7 10 spam, links"),
+            Ok(ban(
+                "192.0.2.7",
+                Some(Duration::from_secs(600)),
+                Some("spam, links")
+            ))
+        );
+        assert_eq!(
+            parse("/ban bob .5"),
+            Ok(ban("bob", Some(Duration::from_secs(30)), None))
+        );
+        let error = |line| parse(line).map_err(|e| e.to_string());
+        assert_eq!(
+            error("/ban bob 0 spam"),
+            Err("invalid number of minutes \"0\": use a positive number up to 525600".into())
+        );
+        assert!(error("/ban bob 10x").is_err());
+        assert!(error("/ban bob 600000").is_err());
+        assert_eq!(
+            error("/ban"),
+            Err("usage: /ban NAME|ADDRESS [MINUTES] [REASON]".into())
+        );
         assert_eq!(error("/msg bob"), Err("usage: /msg NAME TEXT".into()));
         assert_eq!(error("/nick"), Err("usage: /nick NAME".into()));
         assert_eq!(
             error("/dance now"),
             Err("unknown command /dance; /help lists the commands".into())
         );
+    }
+
+    #[test]
+    fn spans_round_up_to_the_unit_people_use() {
+        let span = |secs: f64| Span(Duration::from_secs_f64(secs)).to_string();
+        assert_eq!(span(0.2), "1 second");
+        assert_eq!(span(40.0), "40 seconds");
+        assert_eq!(span(60.0), "1 minute");
+        assert_eq!(span(61.0), "2 minutes");
+        assert_eq!(span(600.0), "10 minutes");
     }
 
     #[test]

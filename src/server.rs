@@ -18,7 +18,7 @@ use crate::handle::Handle;
 use crate::hub::Hub;
 use crate::net;
 use crate::protocol;
-use crate::Config;
+use crate::{Config, Refusal};
 
 /// First pause after an accept error such as running out of file descriptors.
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
@@ -251,6 +251,10 @@ async fn accept_loop(
         };
         backoff = Duration::ZERO;
         if let Err(refusal) = hub.admit(addr) {
+            if refusal == Refusal::NotAllowed {
+                // Closed without a word: the address lists' refusal tells a scanner nothing.
+                continue;
+            }
             // Closed gracefully so the client reads why, by a task of its own, up to a bound:
             // past it, a flood of refused connects gets the line only if their socket takes it
             // at once.

@@ -90,7 +90,7 @@ fn timestamps_are_per_user_and_off_by_default() -> io::Result<()> {
         expect_stamped(&mut c[0], since, "*** commands:").await?;
         loop {
             let line = c[0].line().await?;
-            if unstamped(&line, since)?.starts_with("***   //TEXT ") {
+            if unstamped(&line, since)?.starts_with("***   /unban ADDRESS") {
                 break;
             }
         }

@@ -1,26 +1,45 @@
-//! Admission: how many connections are open, in all and per address. Where
-//! [`Config::max_clients`] and [`Config::max_per_ip`] are enforced.
+//! Admission: who may connect. Where [`Config::max_clients`] and [`Config::max_per_ip`] are
+//! enforced, the address lists [`Config::allow`] and [`Config::deny`] applied, and bans kept.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::event::Refusal;
-use crate::Config;
+use crate::handle::{Ban, BanListFull};
+use crate::{Cidr, Config};
 
-/// Connections counted from admission until their task ends, joined or not.
+/// Connections counted from admission until their task ends, joined or not, and the bans.
 #[derive(Debug, Default)]
 pub(super) struct Admission {
     /// Open connections, including those not yet joined.
     open: usize,
-    /// Open connections per [`address_group`].
-    per_address: HashMap<IpAddr, usize>,
+    /// Open connections per [`Cidr::host_group`].
+    per_address: HashMap<Cidr, usize>,
+    /// At most [`Config::max_bans`]; expired ones are dropped whenever the list is read.
+    bans: Vec<BanEntry>,
+}
+
+#[derive(Debug)]
+struct BanEntry {
+    range: Cidr,
+    /// `None`: until lifted or the server restarts.
+    until: Option<Instant>,
+    reason: Arc<str>,
 }
 
 impl Admission {
-    /// Counts a new connection, or says why the limits refuse it.
+    /// Counts a new connection, or says why the address lists, bans or limits refuse it.
     pub(super) fn admit(&mut self, addr: SocketAddr, config: &Config) -> Result<(), Refusal> {
         let ip = addr.ip().to_canonical();
-        let key = address_group(ip);
+        if !allowed(ip, config) {
+            return Err(Refusal::NotAllowed);
+        }
+        if let Some(reason) = self.banned(ip, Instant::now()) {
+            return Err(Refusal::Banned(reason));
+        }
+        let key = Cidr::host_group(ip);
         let from_here = self.per_address.get(&key).copied().unwrap_or(0);
         if self.open >= config.max_clients {
             return Err(Refusal::ServerFull);
@@ -35,7 +54,7 @@ impl Admission {
 
     /// Forgets a connection counted by [`admit`](Self::admit).
     pub(super) fn release(&mut self, addr: SocketAddr) {
-        let key = address_group(addr.ip().to_canonical());
+        let key = Cidr::host_group(addr.ip());
         self.open -= 1;
         if let Some(count) = self.per_address.get_mut(&key) {
             *count -= 1;
@@ -49,15 +68,76 @@ impl Admission {
     pub(super) fn open(&self) -> usize {
         self.open
     }
+
+    /// The reason of the ban `ip` is under, if any.
+    pub(super) fn banned(&mut self, ip: IpAddr, now: Instant) -> Option<Arc<str>> {
+        self.expire(now);
+        let ban = self.bans.iter().find(|ban| ban.range.contains(ip))?;
+        Some(ban.reason.clone())
+    }
+
+    /// Bans a range, replacing any ban on the same range.
+    pub(super) fn ban(
+        &mut self,
+        range: Cidr,
+        until: Option<Instant>,
+        reason: Arc<str>,
+        config: &Config,
+    ) -> Result<(), BanListFull> {
+        self.expire(Instant::now());
+        self.bans.retain(|ban| ban.range != range);
+        if self.bans.len() >= config.max_bans {
+            return Err(BanListFull(config.max_bans));
+        }
+        self.bans.push(BanEntry {
+            range,
+            until,
+            reason,
+        });
+        Ok(())
+    }
+
+    /// Lifts the ban on exactly this range; `false` if there was none.
+    pub(super) fn unban(&mut self, range: Cidr) -> bool {
+        self.expire(Instant::now());
+        let before = self.bans.len();
+        self.bans.retain(|ban| ban.range != range);
+        self.bans.len() < before
+    }
+
+    /// The bans in force, by range.
+    pub(super) fn bans(&mut self, now: Instant) -> Vec<Ban> {
+        self.expire(now);
+        let mut bans: Vec<Ban> = self
+            .bans
+            .iter()
+            .map(|ban| Ban {
+                range: ban.range,
+                remaining: ban.until.map(|until| until.saturating_duration_since(now)),
+                reason: ban.reason.clone(),
+            })
+            .collect();
+        bans.sort_unstable_by_key(|ban| ban.range);
+        bans
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.bans
+            .retain(|ban| ban.until.is_none_or(|until| until > now));
+    }
 }
 
-/// What the per-address limit counts by: the IPv4 address, or the IPv6 /64 prefix, since one
-/// IPv6 host is usually given a whole /64 and could otherwise take every slot by itself.
-fn address_group(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-    }
+/// Whether the address lists let `ip` in: never when denied, otherwise when allowed or when no
+/// allow list is given.
+fn allowed(ip: IpAddr, config: &Config) -> bool {
+    !config.deny.iter().any(|net| net.contains(ip))
+        && (config.allow.is_empty() || config.allow.iter().any(|net| net.contains(ip)))
+}
+
+/// When a ban of `duration` from `now` ends; `None` (never) if that is beyond what `Instant`
+/// can hold.
+pub(super) fn ban_end(now: Instant, duration: Option<Duration>) -> Option<Instant> {
+    duration.and_then(|d| now.checked_add(d))
 }
 
 #[cfg(test)]
@@ -66,19 +146,6 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("a socket address")
-    }
-
-    #[test]
-    fn per_address_limit_groups_ipv6_by_prefix() {
-        let group =
-            |ip: &str| address_group(ip.parse::<IpAddr>().expect("an address").to_canonical());
-        assert_eq!(group("2001:db8:1:2:aaaa::1"), group("2001:db8:1:2:ffff::9"));
-        assert_ne!(group("2001:db8:1:2::1"), group("2001:db8:1:3::1"));
-        assert_eq!(
-            group("192.0.2.7"),
-            "192.0.2.7".parse::<IpAddr>().expect("an address")
-        );
-        assert_eq!(group("::ffff:192.0.2.7"), group("192.0.2.7"));
     }
 
     #[test]
@@ -118,5 +185,107 @@ mod tests {
             admission.admit(local, &config),
             Err(Refusal::TooManyFromAddress)
         );
+    }
+
+    #[test]
+    fn per_address_limit_groups_ipv6_by_prefix() {
+        let config = Config {
+            max_per_ip: 1,
+            ..Config::default()
+        };
+        let mut admission = Admission::default();
+        assert_eq!(
+            admission.admit(addr("[2001:db8:1:2::1]:1"), &config),
+            Ok(())
+        );
+        assert_eq!(
+            admission.admit(addr("[2001:db8:1:2:ffff::9]:1"), &config),
+            Err(Refusal::TooManyFromAddress)
+        );
+        assert_eq!(
+            admission.admit(addr("[2001:db8:1:3::1]:1"), &config),
+            Ok(())
+        );
+        assert_eq!(admission.admit(addr("192.0.2.7:1"), &config), Ok(()));
+        assert_eq!(
+            admission.admit(addr("[::ffff:192.0.2.7]:1"), &config),
+            Err(Refusal::TooManyFromAddress)
+        );
+    }
+
+    #[test]
+    fn deny_wins_over_allow_and_an_allow_list_shuts_out_the_rest() {
+        let net = |s: &str| s.parse::<Cidr>().expect("a range");
+        let config = Config {
+            allow: vec![net("192.0.2.0/24"), net("2001:db8::/32")],
+            deny: vec![net("192.0.2.128/25")],
+            ..Config::default()
+        };
+        let mut admission = Admission::default();
+        assert_eq!(admission.admit(addr("192.0.2.1:1"), &config), Ok(()));
+        assert_eq!(admission.admit(addr("[2001:db8::5]:1"), &config), Ok(()));
+        for refused in [
+            "192.0.2.200:1",
+            "198.51.100.1:1",
+            "[2001:db9::1]:1",
+            "127.0.0.1:1",
+        ] {
+            assert_eq!(
+                admission.admit(addr(refused), &config),
+                Err(Refusal::NotAllowed),
+                "{refused}"
+            );
+        }
+        assert_eq!(admission.open(), 2);
+    }
+
+    #[test]
+    fn bans_refuse_their_range_until_they_expire_or_are_lifted() {
+        let config = Config {
+            max_bans: 2,
+            ..Config::default()
+        };
+        let mut admission = Admission::default();
+        let now = Instant::now();
+        let host = Cidr::host_group("2001:db8:1:2::7".parse().expect("an address"));
+        let soon = ban_end(now, Some(Duration::from_secs(60)));
+        assert_eq!(admission.ban(host, soon, "spam".into(), &config), Ok(()));
+        assert_eq!(
+            admission.admit(addr("[2001:db8:1:2:9::1]:1"), &config),
+            Err(Refusal::Banned("spam".into())),
+            "the whole /64"
+        );
+        assert_eq!(
+            admission.admit(addr("[2001:db8:1:3::1]:1"), &config),
+            Ok(())
+        );
+        let range: Cidr = "10.0.0.0/8".parse().expect("a range");
+        assert_eq!(admission.ban(range, None, "".into(), &config), Ok(()));
+        let third: Cidr = "192.0.2.1".parse().expect("a range");
+        assert_eq!(
+            admission.ban(third, None, "".into(), &config),
+            Err(BanListFull(2))
+        );
+        assert_eq!(
+            admission.admit(addr("10.1.2.3:1"), &config),
+            Err(Refusal::Banned("".into()))
+        );
+        let listed: Vec<String> = admission
+            .bans(now)
+            .iter()
+            .map(|ban| format!("{} {:?}", ban.range, ban.remaining))
+            .collect();
+        assert_eq!(listed, ["10.0.0.0/8 None", "2001:db8:1:2::/64 Some(60s)"]);
+        assert!(admission
+            .banned("10.9.9.9".parse().expect("ip"), now)
+            .is_some());
+        let later = now + Duration::from_secs(61);
+        assert!(admission
+            .banned("2001:db8:1:2::7".parse().expect("ip"), later)
+            .is_none());
+        assert_eq!(admission.bans(later).len(), 1, "expired bans are gone");
+        assert!(admission.unban(range));
+        assert!(!admission.unban(range));
+        assert_eq!(admission.admit(addr("10.1.2.3:1"), &config), Ok(()));
     }
 }

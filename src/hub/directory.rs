@@ -37,9 +37,13 @@ pub(super) struct Client {
     /// Who ignores it: its lines skip them. Empty for nearly everyone, so a broadcast of
     /// anyone else's line costs nothing more.
     pub(super) ignored_by: HashSet<Id>,
-    /// Whether it sees what only operators may: others' addresses in `/whois`. Moderation
-    /// grants it; nothing does yet, so it is `false` for everyone.
+    /// Gave the right `/oper` password: it may moderate, and sees others' addresses in
+    /// `/whois`.
     pub(super) operator: bool,
+    /// Its lines go nowhere (`/mute`).
+    pub(super) muted: bool,
+    /// Wrong `/oper` passwords so far: each doubles the wait for the next answer.
+    pub(super) oper_failures: u32,
 }
 
 /// A client's away state.
@@ -72,6 +76,8 @@ impl Client {
             ignoring: Vec::new(),
             ignored_by: HashSet::new(),
             operator: false,
+            muted: false,
+            oper_failures: 0,
         }
     }
 }

@@ -25,16 +25,17 @@ mod subscribers;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 
+use crate::auth;
 use crate::event::{Event, LeaveReason, Refusal};
-use crate::handle::{NotFound, RoomInfo, Stats, User};
+use crate::handle::{Ban, NotFound, RoomInfo, Stats, User};
 use crate::outbox::{Backlog, Outbox, Pace};
 use crate::protocol::{self, check_name, CommandError, NameError, Time, Whois};
 use crate::sanitize::sanitize;
-use crate::Config;
+use crate::{Cidr, Config};
 
 use admission::Admission;
 pub(crate) use counters::Counters;
@@ -112,6 +113,15 @@ pub(crate) enum Audience<'a> {
     Everyone,
     Room(&'a str),
     User(&'a str),
+}
+
+/// Why `/oper` failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OperError {
+    /// No operator password is configured.
+    NoOperators,
+    /// Wrong password: the client's answer waits this long.
+    Wrong(Duration),
 }
 
 /// Shared by the accept loop, every connection and every [`Handle`](crate::Handle).
@@ -220,10 +230,11 @@ impl Hub {
         } else {
             st.admission.admit(addr, &self.config)
         };
-        match admitted {
+        match &admitted {
             Ok(()) => st.tally.accepted += 1,
             Err(reason) => {
                 st.tally.refused += 1;
+                let reason = reason.clone();
                 st.emit(|| Event::Refused { addr, reason });
             }
         }
@@ -242,6 +253,10 @@ impl Hub {
         let mut st = self.lock();
         if st.closing {
             return Err(Refusal::ShuttingDown);
+        }
+        // Banned since it was admitted (while it was giving a private server's password).
+        if let Some(reason) = st.admission.banned(addr.ip(), Instant::now()) {
+            return Err(Refusal::Banned(reason));
         }
         let st = &mut *st;
         let (id, client) =
@@ -285,6 +300,9 @@ impl Hub {
         let mut st = self.lock();
         let st = &mut *st;
         let client = st.directory.get_mut(id).ok_or(Refused::Gone)?;
+        if client.muted {
+            return Err(CommandError::Muted.into());
+        }
         let (name, room) = (client.name.clone(), client.room.clone());
         let hidden_from = Some(&client.ignored_by);
         let mut held = Held::default();
@@ -314,6 +332,9 @@ impl Hub {
         let st = &mut *st;
         if st.directory.get(id).is_none() {
             return Err(Refused::Gone);
+        }
+        if st.is_muted(id) {
+            return Err(CommandError::Muted.into());
         }
         let Some((target, client)) = st.directory.find(to) else {
             return Err(CommandError::NoSuchUser(to.into()).into());
@@ -362,6 +383,10 @@ impl Hub {
             Ok(()) => {}
         }
         let mut st = self.lock();
+        // Renames are announced: a muted client could talk through them.
+        if st.is_muted(id) {
+            return Err(CommandError::Muted.into());
+        }
         let st = &mut *st;
         let room = st.directory.get(id).ok_or(Refused::Gone)?.room.clone();
         let mut held = Held::default();
@@ -533,7 +558,11 @@ impl Hub {
     /// Sends the `/rooms` listing.
     pub(crate) fn list_rooms(&self, id: Id) -> Result<(), Refused> {
         let mut st = self.lock();
-        let mut rooms: Vec<(&str, usize)> = st.rooms.sizes().map(|(key, n)| (&**key, n)).collect();
+        let mut rooms: Vec<(&str, usize, Option<&str>)> = st
+            .rooms
+            .sizes()
+            .map(|(key, n, topic)| (&**key, n, topic.map(|t| &**t)))
+            .collect();
         rooms.sort_unstable();
         let reply = protocol::rooms(&rooms);
         st.reply(id, &reply)
@@ -585,7 +614,197 @@ impl Hub {
         st.subscribers.clear();
     }
 
+    /// Shows the client's room's topic (`None`), or sets it (clears it if empty).
+    pub(crate) fn topic(&self, id: Id, text: Option<&str>) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let client = st.directory.get(id).ok_or(Refused::Gone)?;
+        let (name, room, operator, muted) = (
+            client.name.clone(),
+            client.room.clone(),
+            client.operator,
+            client.muted,
+        );
+        let Some(text) = text else {
+            let reply = protocol::topic(&room, st.rooms.topic(&room).map(|t| &**t));
+            return st.reply(id, &reply);
+        };
+        if muted {
+            return Err(CommandError::Muted.into());
+        }
+        if self.config.topic_ops_only && !operator {
+            return Err(CommandError::NotOperator.into());
+        }
+        if text.chars().count() > protocol::MAX_TOPIC {
+            return Err(CommandError::TopicTooLong.into());
+        }
+        // The whole room, the setter included, is told: wait for room in every queue first.
+        let mut held = Held::default();
+        st.rooms.hold(&room, None, None, &mut held, &mut st.doomed);
+        held.verdict()?;
+        let topic: Option<Arc<str>> = Some(text).filter(|t| !t.is_empty()).map(Arc::from);
+        st.rooms.set_topic(&room, topic.clone());
+        st.broadcast(
+            &room,
+            &protocol::topic_set(&name, &room, topic.as_deref()),
+            None,
+        );
+        st.emit(|| Event::TopicChanged {
+            room,
+            topic,
+            by: name,
+        });
+        Ok(())
+    }
+
+    // Operators.
+
+    /// Makes a client an operator if `password` is the operator password; the caller answers.
+    pub(crate) fn oper(&self, id: Id, password: &str) -> Result<(), OperError> {
+        let Some(secret) = &self.config.oper_password else {
+            return Err(OperError::NoOperators);
+        };
+        let right = auth::same_secret(password, secret);
+        let mut st = self.lock();
+        let Some(client) = st.directory.get_mut(id) else {
+            return Ok(());
+        };
+        let (name, addr) = (client.name.clone(), client.addr);
+        if right {
+            client.operator = true;
+            st.emit(|| Event::Opered { name, addr });
+            Ok(())
+        } else {
+            client.oper_failures = client.oper_failures.saturating_add(1);
+            let wait = auth::penalty(self.config.password_delay, client.oper_failures);
+            st.emit(|| Event::OperFailed { name, addr });
+            Err(OperError::Wrong(wait))
+        }
+    }
+
+    /// `/kick`: disconnects a user; the reason names the operator.
+    pub(crate) fn kick_by(&self, id: Id, user: &str, reason: Option<&str>) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let operator = st.operator(id)?;
+        let (target, client) = st
+            .directory
+            .find(user)
+            .ok_or_else(|| CommandError::NoSuchUser(user.into()))?;
+        let name = client.name.clone();
+        // Room for the answer first: the verb is done again after a wait, so it must not have
+        // acted yet.
+        st.clear(id)?;
+        let reason: Arc<str> = protocol::kick_reason(&operator, reason).into();
+        let farewell = protocol::kicked(&reason);
+        st.remove(target, LeaveReason::Kicked(reason), Some(farewell));
+        st.send(id, &protocol::kick_done(&name));
+        Ok(())
+    }
+
+    /// `/ban`: bans a user's address (found by name) or an address or range given.
+    pub(crate) fn ban_by(
+        &self,
+        id: Id,
+        target: &str,
+        duration: Option<Duration>,
+        reason: Option<&str>,
+    ) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let operator = st.operator(id)?;
+        let range = match target.parse::<Cidr>() {
+            Ok(range) => range,
+            Err(_) => st
+                .directory
+                .find(target)
+                .map(|(_, client)| Cidr::host_group(client.addr.ip()))
+                .ok_or_else(|| CommandError::NoSuchUser(target.into()))?,
+        };
+        st.clear(id)?;
+        let range = st.ban(
+            &self.config,
+            range,
+            duration,
+            reason.unwrap_or_default(),
+            Some(operator),
+        )?;
+        st.send(id, &protocol::ban_done(&range, duration));
+        Ok(())
+    }
+
+    /// Bans a range, for the host.
+    pub(crate) fn ban(
+        &self,
+        range: Cidr,
+        duration: Option<Duration>,
+        reason: &str,
+    ) -> Result<(), CommandError> {
+        let mut st = self.lock();
+        st.ban(&self.config, range, duration, reason, None)
+            .map(drop)
+    }
+
+    /// `/unban`.
+    pub(crate) fn unban_by(&self, id: Id, target: &str) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let operator = st.operator(id)?;
+        let range = target
+            .parse::<Cidr>()
+            .map_err(|_| CommandError::InvalidRange(target.into()))?;
+        st.clear(id)?;
+        let range = st.unban(range, Some(operator))?;
+        st.send(id, &protocol::unban_done(&range));
+        Ok(())
+    }
+
+    /// Lifts a ban for the host.
+    pub(crate) fn unban(&self, range: Cidr) -> Result<(), CommandError> {
+        self.lock().unban(range, None).map(drop)
+    }
+
+    /// `/bans`.
+    pub(crate) fn list_bans(&self, id: Id) -> Result<(), Refused> {
+        let mut st = self.lock();
+        st.operator(id)?;
+        let reply = protocol::bans(&st.admission.bans(Instant::now()));
+        st.reply(id, &reply)
+    }
+
+    /// `/mute` and `/unmute`.
+    pub(crate) fn mute_by(&self, id: Id, user: &str, muted: bool) -> Result<(), Refused> {
+        let mut st = self.lock();
+        let operator = st.operator(id)?;
+        st.clear(id)?;
+        let name = st.set_muted(user, muted, Some(operator))?;
+        st.send(id, &protocol::mute_done(&name, muted));
+        Ok(())
+    }
+
+    /// `/stats`.
+    pub(crate) fn stats_for(&self, id: Id) -> Result<(), Refused> {
+        let mut st = self.lock();
+        st.operator(id)?;
+        let stats = st.stats(&self.counters);
+        let reply = protocol::stats(&stats, st.admission.bans(Instant::now()).len());
+        st.reply(id, &reply)
+    }
+
+    /// Reports a wrong `/pass` from a connection that has not joined.
+    pub(crate) fn pass_failed(&self, addr: SocketAddr) {
+        self.lock().emit(|| Event::PassFailed { addr });
+    }
+
     // What a Handle asks for.
+
+    pub(crate) fn bans(&self) -> Vec<Ban> {
+        self.lock().admission.bans(Instant::now())
+    }
+
+    pub(crate) fn set_muted(&self, user: &str, muted: bool) -> Result<(), NotFound> {
+        self.lock()
+            .set_muted(user, muted, None)
+            .map(drop)
+            .map_err(|_| NotFound::User(user.into()))
+    }
 
     pub(crate) fn users(&self) -> Vec<User> {
         let st = self.lock();
@@ -607,9 +826,10 @@ impl Hub {
         let st = self.lock();
         st.rooms
             .sizes()
-            .map(|(key, members)| RoomInfo {
+            .map(|(key, members, topic)| RoomInfo {
                 name: key.clone(),
                 members,
+                topic: topic.cloned(),
             })
             .collect()
     }
@@ -666,12 +886,7 @@ impl Hub {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let st = self.lock();
-        st.tally.stats(
-            &self.counters,
-            st.admission.open(),
-            st.subscribers.dropped(),
-        )
+        self.lock().stats(&self.counters)
     }
 }
 
@@ -698,6 +913,96 @@ impl State {
         self.clear(id)?;
         self.send(id, line);
         Ok(())
+    }
+
+    fn stats(&self, counters: &Counters) -> Stats {
+        self.tally
+            .stats(counters, self.admission.open(), self.subscribers.dropped())
+    }
+
+    fn is_muted(&self, id: Id) -> bool {
+        self.directory.get(id).is_some_and(|c| c.muted)
+    }
+
+    /// The name of an operator, or why a client may not use an operator command.
+    fn operator(&self, id: Id) -> Result<Arc<str>, CommandError> {
+        match self.directory.get(id) {
+            Some(client) if client.operator => Ok(client.name.clone()),
+            _ => Err(CommandError::NotOperator),
+        }
+    }
+
+    /// Bans a range (a single address widened to its [`Cidr::host_group`]) and disconnects
+    /// the clients in it. Returns the range banned.
+    fn ban(
+        &mut self,
+        config: &Config,
+        range: Cidr,
+        duration: Option<Duration>,
+        reason: &str,
+        by: Option<Arc<str>>,
+    ) -> Result<Cidr, CommandError> {
+        let range = ban_group(range);
+        let reason: Arc<str> = sanitize(reason).into();
+        let until = admission::ban_end(Instant::now(), duration);
+        self.admission
+            .ban(range, until, reason.clone(), config)
+            .map_err(|full| CommandError::BanListFull(full.0))?;
+        let inside: Vec<Id> = self
+            .directory
+            .ids()
+            .filter(|id| {
+                self.directory
+                    .get(*id)
+                    .is_some_and(|c| range.contains(c.addr.ip()))
+            })
+            .collect();
+        for id in inside {
+            let farewell = protocol::banned(&reason);
+            self.remove(id, LeaveReason::Banned(reason.clone()), Some(farewell));
+        }
+        self.emit(|| Event::Banned {
+            range,
+            duration,
+            reason,
+            by,
+        });
+        Ok(range)
+    }
+
+    /// Lifts the ban on `range` (a single address meaning its [`Cidr::host_group`]).
+    fn unban(&mut self, range: Cidr, by: Option<Arc<str>>) -> Result<Cidr, CommandError> {
+        let range = ban_group(range);
+        if !self.admission.unban(range) {
+            return Err(CommandError::NotBanned(range));
+        }
+        self.emit(|| Event::Unbanned { range, by });
+        Ok(range)
+    }
+
+    /// Mutes or unmutes a user, who is told; returns its name.
+    fn set_muted(
+        &mut self,
+        user: &str,
+        muted: bool,
+        by: Option<Arc<str>>,
+    ) -> Result<Arc<str>, CommandError> {
+        let (id, _) = self
+            .directory
+            .find(user)
+            .ok_or_else(|| CommandError::NoSuchUser(user.into()))?;
+        let Some(client) = self.directory.get_mut(id) else {
+            return Err(CommandError::NoSuchUser(user.into()));
+        };
+        client.muted = muted;
+        let name = client.name.clone();
+        self.send(id, &protocol::you_were_muted(muted));
+        self.emit(|| Event::Muted {
+            name: name.clone(),
+            muted,
+            by,
+        });
+        Ok(name)
     }
 
     /// Queues a line for one client, timestamped if it asked; a client over its bound is doomed.
@@ -772,6 +1077,17 @@ impl State {
     /// Offers a chat line's event to the subscribers that want chat lines.
     fn emit_chat(&mut self, event: impl FnOnce() -> Event) {
         self.subscribers.offer(true, event);
+    }
+}
+
+/// What a ban on `range` covers: a single IPv6 address (or a range narrower than /64) is
+/// widened to its /64, as one IPv6 host usually holds a whole /64.
+fn ban_group(range: Cidr) -> Cidr {
+    let group = Cidr::host_group(range.addr());
+    if group.prefix() < range.prefix() {
+        group
+    } else {
+        range
     }
 }
 

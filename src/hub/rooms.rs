@@ -26,6 +26,8 @@ struct Room {
     members: Vec<Member>,
     /// The last relayed lines, replayed to whoever joins.
     history: VecDeque<Said>,
+    /// Shown to whoever joins and in `/rooms`; goes with the room when it empties.
+    topic: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -152,6 +154,9 @@ impl Rooms {
         let room = self.rooms.entry(key.clone()).or_default();
         let mut greeting = String::new();
         protocol::push_you_are(&mut greeting, &client.name, &key, room.members.len() + 1);
+        if let Some(topic) = &room.topic {
+            protocol::push_topic(&mut greeting, &key, topic);
+        }
         for said in &room.history {
             if !client.ignoring.contains(&said.from) {
                 protocol::push_history(&mut greeting, said.at, &said.line);
@@ -217,11 +222,22 @@ impl Rooms {
             .flat_map(|room| room.members.iter().map(|member| member.id))
     }
 
-    /// Every room's key and size, in no particular order.
-    pub(super) fn sizes(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
+    /// Every room's key, size and topic, in no particular order.
+    pub(super) fn sizes(&self) -> impl Iterator<Item = (&Arc<str>, usize, Option<&Arc<str>>)> {
         self.rooms
             .iter()
-            .map(|(key, room)| (key, room.members.len()))
+            .map(|(key, room)| (key, room.members.len(), room.topic.as_ref()))
+    }
+
+    pub(super) fn topic(&self, key: &str) -> Option<&Arc<str>> {
+        self.rooms.get(key)?.topic.as_ref()
+    }
+
+    /// Sets or clears (`None`) a room's topic.
+    pub(super) fn set_topic(&mut self, key: &str, topic: Option<Arc<str>>) {
+        if let Some(room) = self.rooms.get_mut(key) {
+            room.topic = topic;
+        }
     }
 }
 
@@ -286,10 +302,12 @@ mod tests {
             rooms.remember(&den, 1, Time(14 * 3600 + minute * 60 + 59), line.into());
         }
         let (b, mut b_in) = outbox(8, 4096);
+        rooms.set_topic(&den, Some("digging".into()));
         rooms.enter(2, &client("b", b), "den");
         assert_eq!(
             drain(&mut b_in),
-            "*** you are b in #den; users here: 2\n[history 14:02] a: 2\n[history 14:03] a: 3\n"
+            "*** you are b in #den; users here: 2\n*** topic of #den: digging\n\
+             [history 14:02] a: 2\n[history 14:03] a: 3\n"
         );
         assert!(rooms.leave(1, "den"));
         assert!(rooms.leave(2, "den"));

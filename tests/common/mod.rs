@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -141,23 +141,58 @@ impl Client {
     /// Connects and reads the welcome up to the line that names the client.
     pub async fn connect(addr: SocketAddr) -> io::Result<Client> {
         let mut client = Client::connect_raw(addr).await?;
-        loop {
-            let line = client.line().await?;
-            if let Some(rest) = line.strip_prefix("*** you are ") {
-                client.name = rest.split(' ').next().unwrap_or_default().to_string();
-                return Ok(client);
-            }
-        }
+        client.read_welcome().await?;
+        Ok(client)
     }
 
     /// Connects without reading anything.
     pub async fn connect_raw(addr: SocketAddr) -> io::Result<Client> {
         let stream = timeout(TcpStream::connect(addr)).await?;
-        Ok(Client {
+        Ok(Client::from_stream(stream))
+    }
+
+    /// Connects from `local`, another loopback address such as 127.0.0.2 (Linux routes all of
+    /// 127.0.0.0/8 to the loopback), and reads the welcome: lets a test tell clients apart by
+    /// address.
+    pub async fn connect_from(addr: SocketAddr, local: IpAddr) -> io::Result<Client> {
+        let mut client = Client::connect_raw_from(addr, local).await?;
+        client.read_welcome().await?;
+        Ok(client)
+    }
+
+    /// Connects from `local` without reading anything.
+    pub async fn connect_raw_from(addr: SocketAddr, local: IpAddr) -> io::Result<Client> {
+        use rustix::net::{AddressFamily, SocketType};
+        let family = if local.is_ipv4() {
+            AddressFamily::INET
+        } else {
+            AddressFamily::INET6
+        };
+        let socket = rustix::net::socket(family, SocketType::STREAM, None)?;
+        rustix::net::bind(&socket, &SocketAddr::new(local, 0))?;
+        // Blocking, but a loopback connect completes (or fails) at once.
+        rustix::net::connect(&socket, &addr)?;
+        let stream = TcpStream::try_from(std::net::TcpStream::from(socket))?;
+        Ok(Client::from_stream(stream))
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
+        Client {
             name: String::new(),
             reader: BufReader::new(stream.clone()),
             writer: stream,
-        })
+        }
+    }
+
+    /// Reads the welcome up to the line that names the client.
+    pub async fn read_welcome(&mut self) -> io::Result<()> {
+        loop {
+            let line = self.line().await?;
+            if let Some(rest) = line.strip_prefix("*** you are ") {
+                self.name = rest.split(' ').next().unwrap_or_default().to_string();
+                return Ok(());
+            }
+        }
     }
 
     /// Sends one line (a `\n` is added).
