@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,7 +35,13 @@ const MAX_BATCH: usize = 256;
 type Ending = (LeaveReason, Option<Arc<str>>);
 
 /// Serves one admitted client until it leaves, is removed, or its socket fails.
-pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr) {
+///
+/// The socket is the client's TCP stream, or for a TLS client one end of the Unix socket pair
+/// whose other end the TLS pump serves; `addr` is the client's address either way.
+pub(crate) async fn serve<S>(hub: &Hub, stream: Async<S>, addr: SocketAddr)
+where
+    for<'s> &'s S: Read + Write,
+{
     let (outbox, inbox) = outbox(hub.config.queue_lines, hub.config.queue_bytes);
     let mut session = match hub.join(addr, outbox) {
         Ok(session) => session,
@@ -59,7 +65,10 @@ pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr)
 }
 
 /// Tells a client it cannot be served, if its socket takes the line at once, and closes.
-pub(crate) fn refuse(mut stream: &TcpStream, reason: &str) {
+pub(crate) fn refuse<S>(mut stream: &S, reason: &str)
+where
+    for<'s> &'s S: Write,
+{
     let _ = stream.write(format!("! {reason}\n").as_bytes());
 }
 
@@ -85,7 +94,10 @@ impl Drop for Member<'_> {
     }
 }
 
-async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) -> Ending {
+async fn read_loop<S>(stream: &Async<S>, hub: &Hub, session: &mut Session) -> Ending
+where
+    for<'s> &'s S: Read,
+{
     let config = &hub.config;
     let mut framer = Framer::new(config.max_line);
     let mut flood = Flood::new(config);
@@ -152,7 +164,10 @@ async fn read_loop(stream: &Async<TcpStream>, hub: &Hub, session: &mut Session) 
     }
 }
 
-fn read_some(mut stream: &TcpStream, framer: &mut Framer) -> io::Result<usize> {
+fn read_some<S>(mut stream: &S, framer: &mut Framer) -> io::Result<usize>
+where
+    for<'s> &'s S: Read,
+{
     let mut buf = [0; READ_CHUNK];
     let n = stream.read(&mut buf)?;
     framer.push(&buf[..n]);
@@ -234,7 +249,10 @@ fn filter<'t>(
 
 /// Drains the outbox to the socket, many lines per system call, until the outbox is closed
 /// and empty or the socket fails.
-async fn write_loop(stream: &Async<TcpStream>, inbox: Inbox, config: &Config) -> LeaveReason {
+async fn write_loop<S>(stream: &Async<S>, inbox: Inbox, config: &Config) -> LeaveReason
+where
+    for<'s> &'s S: Write,
+{
     // Set once the outbox is closed: everything left must be written by then.
     let mut flush_deadline = None;
     loop {
@@ -264,12 +282,15 @@ async fn write_loop(stream: &Async<TcpStream>, inbox: Inbox, config: &Config) ->
 
 /// Writes every line, waiting for the socket when it is full: at most `timeout` without
 /// progress, and never past `deadline`.
-async fn write_all(
-    stream: &Async<TcpStream>,
+async fn write_all<S>(
+    stream: &Async<S>,
     lines: &[Arc<str>],
     timeout: Duration,
     deadline: Option<Instant>,
-) -> Result<(), LeaveReason> {
+) -> Result<(), LeaveReason>
+where
+    for<'s> &'s S: Write,
+{
     let (mut index, mut offset) = (0, 0);
     while index < lines.len() {
         match write_some(stream.get_ref(), &lines[index..], offset) {
@@ -302,7 +323,10 @@ async fn write_all(
     Ok(())
 }
 
-fn write_some(mut stream: &TcpStream, lines: &[Arc<str>], offset: usize) -> io::Result<usize> {
+fn write_some<S>(mut stream: &S, lines: &[Arc<str>], offset: usize) -> io::Result<usize>
+where
+    for<'s> &'s S: Write,
+{
     let mut slices = [IoSlice::new(&[]); MAX_BATCH];
     let count = lines.len().min(MAX_BATCH);
     for (slice, line) in slices.iter_mut().zip(lines).take(count) {

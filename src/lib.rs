@@ -70,6 +70,8 @@
 //! - `handle`, `event`: the host's view: [`Handle`], [`Event`], [`Stats`].
 //! - `config`: [`Config`], every limit with the reason for its default.
 //! - `net`: socket options std lacks (listen backlog, keepalive timing).
+//! - `tls`: TLS termination (the `tls` feature): certificate loading, handshake, and a pump
+//!   that serves a TLS client's connection over a Unix socket pair.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -84,8 +86,9 @@ mod outbox;
 mod protocol;
 mod sanitize;
 mod server;
+mod tls;
 
-pub use config::{Config, Draft, Filter, Verdict};
+pub use config::{Config, Draft, Filter, Tls, Verdict};
 pub use event::{Event, LeaveReason, Refusal, Stats};
 pub use framing::{Frame, Framer};
 pub use handle::{Handle, NotFound, RoomInfo, User};

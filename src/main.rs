@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,11 @@ use std::time::Duration;
 use async_signal::{Signal, Signals};
 use futures_lite::StreamExt;
 use smol::Executor;
-use smolchat::{Config, Event, Server};
+use smolchat::{Config, Event, Server, Tls};
 
 const DEFAULT_HOST: &str = "0.0.0.0";
 const DEFAULT_PORT: u16 = 8888;
+const DEFAULT_TLS_PORT: u16 = 8889;
 
 /// What the command line asked for.
 struct Options {
@@ -23,6 +25,19 @@ struct Options {
     threads: usize,
     quiet: bool,
     config: Config,
+    tls: TlsOptions,
+}
+
+/// The TLS flags, checked together once all flags are read.
+#[derive(Default)]
+struct TlsOptions {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    port: Option<u16>,
+    only: bool,
+    handshake_timeout: Option<Duration>,
+    /// The first TLS flag given, named in errors.
+    first_flag: Option<&'static str>,
 }
 
 fn usage() -> String {
@@ -55,6 +70,11 @@ Options:
       --motd TEXT                  message of the day shown on connect
       --motd-file PATH             read the message of the day from a file
       --backlog N                  listen backlog [default: {}]
+      --tls-cert PEM               serve TLS with this certificate chain (needs --tls-key)
+      --tls-key PEM                the certificate's private key
+      --tls-port N                 port for TLS clients [default: {DEFAULT_TLS_PORT}]
+      --tls-only                   serve TLS alone: no plain port
+      --tls-handshake-timeout SECS drop a client whose TLS handshake takes this long [default: {}]
   -q, --quiet                      do not log joins and leaves
   -h, --help                       print this help
   -V, --version                    print the version
@@ -73,6 +93,7 @@ Options:
         d.history,
         d.announce_limit,
         d.backlog,
+        secs(Tls::new("", "", ([0, 0, 0, 0], 0).into()).handshake_timeout),
     )
 }
 
@@ -129,8 +150,10 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         quiet: false,
         config: Config::default(),
+        tls: TlsOptions::default(),
     };
     let c = &mut options.config;
+    let tls = &mut options.tls;
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
         match arg {
@@ -179,6 +202,29 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
                 c.backlog =
                     value::<NonZeroU32>(&mut parser, "--backlog", "a positive number")?.get()
             }
+            Long("tls-cert") => {
+                tls.first_flag.get_or_insert("--tls-cert");
+                tls.cert = Some(value::<String>(&mut parser, "--tls-cert", "a path")?.into());
+            }
+            Long("tls-key") => {
+                tls.first_flag.get_or_insert("--tls-key");
+                tls.key = Some(value::<String>(&mut parser, "--tls-key", "a path")?.into());
+            }
+            Long("tls-port") => {
+                tls.first_flag.get_or_insert("--tls-port");
+                tls.port = Some(value(&mut parser, "--tls-port", "a port number (0-65535)")?);
+            }
+            Long("tls-only") => {
+                tls.first_flag.get_or_insert("--tls-only");
+                tls.only = true;
+            }
+            Long("tls-handshake-timeout") => {
+                tls.first_flag.get_or_insert("--tls-handshake-timeout");
+                let valid = |secs: &f64| *secs > 0.0 && Duration::try_from_secs_f64(*secs).is_ok();
+                let flag = "--tls-handshake-timeout";
+                let secs = checked(&mut parser, flag, "a positive number of seconds", valid)?;
+                tls.handshake_timeout = Some(Duration::from_secs_f64(secs));
+            }
             Short('q') | Long("quiet") => options.quiet = true,
             Short('h') | Long("help") => {
                 print!("{}", usage());
@@ -191,7 +237,39 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
             _ => return Err(arg.unexpected().into()),
         }
     }
+    check_tls(&options)?;
     Ok(Some(options))
+}
+
+/// Checks that the TLS flags make sense together, and that this build can serve TLS.
+fn check_tls(options: &Options) -> Result<(), UsageError> {
+    let tls = &options.tls;
+    let Some(first) = tls.first_flag else {
+        return Ok(());
+    };
+    if !cfg!(feature = "tls") {
+        return Err(UsageError(format!(
+            "'{first}': this smolchat was built without TLS support \
+             (rebuild it with `cargo build --release --features tls`)"
+        )));
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(_), Some(_)) => {}
+        (Some(_), None) => return Err(UsageError("'--tls-cert' needs '--tls-key'".into())),
+        (None, Some(_)) => return Err(UsageError("'--tls-key' needs '--tls-cert'".into())),
+        (None, None) => {
+            return Err(UsageError(format!(
+                "'{first}' needs '--tls-cert' and '--tls-key'"
+            )))
+        }
+    }
+    if tls.only && (options.port.is_some() || options.bind_port.is_some()) {
+        return Err(UsageError(
+            "'--tls-only' serves no plain port: give its port with '--tls-port', not '--port' or '--bind'"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Splits `--bind` into host and optional port: `host`, `host:port`, `::1`, `[::1]:port`.
@@ -245,26 +323,70 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut config = options.config;
+    if let (Some(cert), Some(key)) = (options.tls.cert, options.tls.key) {
+        // The host resolved once already; the TLS listener takes its first address.
+        let tls_port = options.tls.port.unwrap_or(DEFAULT_TLS_PORT);
+        let mut tls = Tls::new(cert, key, SocketAddr::new(addrs[0].ip(), tls_port));
+        tls.plain = !options.tls.only;
+        if let Some(timeout) = options.tls.handshake_timeout {
+            tls.handshake_timeout = timeout;
+        }
+        config.tls = Some(tls);
+    }
     raise_fd_limit(options.quiet);
-    let server = match Server::bind(&addrs[..], options.config) {
+    let server = match Server::bind(&addrs[..], config) {
         Ok(server) => server,
+        // A certificate or key that cannot be used, named with its problem.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("smolchat: {e}");
+            return ExitCode::from(2);
+        }
+        // The message names the address.
         Err(e) => {
-            eprintln!("smolchat: cannot listen on {shown}: {e}");
+            eprintln!("smolchat: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let version = env!("CARGO_PKG_VERSION");
     let addr = server.local_addr();
-    let host = if addr.ip().is_unspecified() {
-        "<host>".to_string()
-    } else {
-        addr.ip().to_string()
-    };
-    eprintln!(
-        "smolchat {} listening on {addr}; connect with: nc {host} {}",
-        env!("CARGO_PKG_VERSION"),
-        addr.port()
-    );
+    match server.tls_addr() {
+        Some(tls) if tls == addr => eprintln!(
+            "smolchat {version} listening on {tls}; TLS only, connect with: \
+             openssl s_client -quiet -connect {}",
+            shown_addr(tls)
+        ),
+        tls => {
+            eprintln!(
+                "smolchat {version} listening on {addr}; connect with: nc {} {}",
+                shown_host(addr),
+                addr.port()
+            );
+            if let Some(tls) = tls {
+                eprintln!(
+                    "smolchat: TLS on {tls}; connect with: openssl s_client -quiet -connect {}",
+                    shown_addr(tls)
+                );
+            }
+        }
+    }
     run(server, options.threads, options.quiet)
+}
+
+/// The server's host as `nc` takes it; a placeholder when it listens on every address.
+fn shown_host(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() => "<host>".into(),
+        ip => ip.to_string(),
+    }
+}
+
+/// The server's `host:port` as `openssl s_client -connect` takes it.
+fn shown_addr(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() => format!("<host>:{}", addr.port()),
+        _ => addr.to_string(),
+    }
 }
 
 fn run(server: Server, threads: usize, quiet: bool) -> ExitCode {

@@ -1,0 +1,468 @@
+//! TLS beside plain TCP: real handshakes over real sockets, with certificates made at test time.
+#![cfg(feature = "tls")]
+
+mod common;
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::{lines_of, recv_until, run, wait_timeout, Binary};
+use common::tls::{Certs, TlsClient};
+use common::{config, eventually, Client, TestServer, TIMEOUT};
+use smolchat::{Config, Server, Tls};
+
+/// TLS on 127.0.0.1:0 with the test's certificate.
+fn tls(certs: &Certs) -> Tls {
+    Tls::new(&certs.chain, &certs.key, ([127, 0, 0, 1], 0).into())
+}
+
+fn start(certs: &Certs, config: Config) -> (TestServer, SocketAddr) {
+    let server = TestServer::start(Config {
+        tls: Some(tls(certs)),
+        ..config
+    });
+    let tls_addr = server.tls_addr.expect("the server serves TLS");
+    (server, tls_addr)
+}
+
+#[test]
+fn tls_and_plain_clients_chat_both_ways() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let (server, tls_addr) = start(&certs, config());
+    smol::block_on(async {
+        let mut plain = server.connect().await?;
+        let mut secure = TlsClient::connect(tls_addr, &certs.ca)?;
+        let name = secure.name.clone();
+        plain.expect(&format!("*** {name} joined #lobby")).await?;
+
+        secure.send("hello from TLS")?;
+        plain.expect(&format!("{name}: hello from TLS")).await?;
+        plain.send("hello from plain").await?;
+        secure.expect(&format!("{}: hello from plain", plain.name))?;
+        secure.send(&format!("/msg {} psst", plain.name))?;
+        secure.expect(&format!("[pm to {}] psst", plain.name))?;
+        plain.expect(&format!("[pm from {name}] psst")).await?;
+
+        secure.send("/quit done")?;
+        secure.expect("*** bye")?;
+        secure.expect_eof()?;
+        plain
+            .expect(&format!("*** {name} left (quit: done)"))
+            .await?;
+        eventually("the TLS client's slot is freed", || {
+            server.handle.stats().clients == 1
+        })
+        .await
+    })
+}
+
+/// An `openssl s_client` process whose stdout lines arrive on a channel.
+struct SClient {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl SClient {
+    fn connect(addr: SocketAddr, ca: &std::path::Path) -> io::Result<SClient> {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", "-CAfile"])
+            .arg(ca)
+            .arg("-connect")
+            .arg(addr.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let lines = lines_of(child.stdout.take().expect("piped stdout"));
+        Ok(SClient { child, lines })
+    }
+
+    fn until(&self, pred: impl Fn(&str) -> bool) -> io::Result<String> {
+        recv_until(&self.lines, "openssl s_client", pred)
+    }
+
+    fn type_line(&mut self, line: &str) -> io::Result<()> {
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        writeln!(stdin, "{line}")?;
+        stdin.flush()
+    }
+}
+
+impl Drop for SClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn openssl_s_client_chats_with_a_plain_client() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let (server, tls_addr) = start(&certs, config());
+    smol::block_on(async {
+        let mut plain = server.connect().await?;
+        let mut s_client = SClient::connect(tls_addr, &certs.ca)?;
+        let you_are = s_client.until(|l| l.starts_with("*** you are "))?;
+        let name = you_are.split(' ').nth(3).unwrap_or_default().to_string();
+        plain.expect(&format!("*** {name} joined #lobby")).await?;
+
+        s_client.type_line("hello from openssl")?;
+        plain.expect(&format!("{name}: hello from openssl")).await?;
+        plain.send("hi openssl").await?;
+        s_client.until(|l| l == format!("{}: hi openssl", plain.name))?;
+
+        s_client.type_line("/quit")?;
+        s_client.until(|l| l == "*** bye")?;
+        // s_client exits when the server ends the session.
+        let status = wait_timeout(&mut s_client.child, TIMEOUT)?;
+        assert!(status.success(), "s_client: {status}");
+        plain.expect(&format!("*** {name} left (quit)")).await
+    })
+}
+
+#[test]
+fn unfinished_handshake_is_dropped_after_the_bound_and_frees_its_slot() -> io::Result<()> {
+    const BOUND: Duration = Duration::from_secs(1);
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let mut tls = tls(&certs);
+    tls.handshake_timeout = BOUND;
+    let server = TestServer::start(Config {
+        max_clients: 1,
+        tls: Some(tls),
+        ..config()
+    });
+    let tls_addr = server.tls_addr.expect("the server serves TLS");
+    smol::block_on(async {
+        let started = Instant::now();
+        let mut silent = Client::connect_raw(tls_addr).await?;
+        silent.send_raw(b"\x16\x03\x01").await?; // the start of a ClientHello, never finished
+        eventually("the silent client is admitted", || {
+            server.handle.stats().connections_accepted == 1
+        })
+        .await?;
+        // It holds the only slot while it handshakes.
+        let mut refused = Client::connect_raw(server.addr).await?;
+        refused.expect("! server full, try again later").await?;
+
+        silent.expect_eof().await?;
+        let held = started.elapsed();
+        assert!(held >= BOUND, "dropped after {held:?}, before the bound");
+        eventually("the slot is freed", || server.handle.stats().clients == 0).await?;
+        // Anyone gets in now, over TLS too.
+        let secure = TlsClient::connect(tls_addr, &certs.ca)?;
+        assert_eq!(secure.name, "guest1");
+        Ok(())
+    })
+}
+
+#[test]
+fn tls_clients_count_toward_the_per_address_limit() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let (server, tls_addr) = start(
+        &certs,
+        Config {
+            max_per_ip: 2,
+            limit_loopback: true,
+            ..config()
+        },
+    );
+    smol::block_on(async {
+        let first = TlsClient::connect(tls_addr, &certs.ca)?;
+        let _second = TlsClient::connect(tls_addr, &certs.ca)?;
+        let mut plain = Client::connect_raw(server.addr).await?;
+        plain
+            .expect("! too many connections from your address")
+            .await?;
+        plain.expect_eof().await?;
+        // A refused TLS client is closed before any handshake: there is no line it could read.
+        let mut third = TlsClient::connect_raw(tls_addr, &certs.ca)?;
+        let error = third
+            .handshake()
+            .expect_err("the handshake of a refused client");
+        assert_ne!(
+            error.kind(),
+            io::ErrorKind::WouldBlock,
+            "timed out: {error}"
+        );
+        assert_eq!(server.handle.stats().connections_refused, 2);
+
+        drop(first);
+        eventually("a slot frees up", || server.handle.stats().clients == 1).await?;
+        server.connect().await.map(drop)
+    })
+}
+
+#[test]
+fn tls_client_that_stops_reading_is_dropped_while_others_get_every_line() -> io::Result<()> {
+    // 20 MB: far more than the kernel buffers on both sides of the pump, plus the socket pair.
+    const LINES: usize = 20_000;
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let (server, tls_addr) = start(
+        &certs,
+        Config {
+            queue_bytes: 64 * 1024,
+            ..config()
+        },
+    );
+    smol::block_on(async {
+        let mut sender = server.connect().await?;
+        let mut stalled = TlsClient::connect(tls_addr, &certs.ca)?;
+        let mut reader = server.connect().await?;
+        sender
+            .expect(&format!("*** {} joined #lobby", stalled.name))
+            .await?;
+        sender
+            .expect(&format!("*** {} joined #lobby", reader.name))
+            .await?;
+        let (from, gone) = (sender.name.clone(), stalled.name.clone());
+        let reading = smol::spawn(async move {
+            let mut next = 0;
+            let mut saw_drop = false;
+            while next < LINES {
+                let line = reader.line().await?;
+                if line == format!("*** {gone} left (too slow)") {
+                    saw_drop = true;
+                    continue;
+                }
+                let expected = format!("{from}: {next:05} {}", "x".repeat(1000));
+                assert_eq!(line, expected, "line {next} lost, changed or out of order");
+                next += 1;
+            }
+            io::Result::Ok((saw_drop, reader))
+        });
+        let payload = "x".repeat(1000);
+        for chunk in 0..LINES / 100 {
+            let batch: String = (chunk * 100..(chunk + 1) * 100)
+                .map(|i| format!("{i:05} {payload}\n"))
+                .collect();
+            sender.send_raw(batch.as_bytes()).await?;
+        }
+        let (saw_drop, _reader) = reading.await?;
+        assert!(saw_drop, "the reader was told the TLS client left");
+        assert_eq!(server.handle.stats().dropped_slow, 1);
+        // What was queued, then the reason, then a clean end of the session.
+        let rest = stalled.rest()?;
+        assert!(
+            rest.ends_with("! disconnected: you fell too far behind (queue full)\n"),
+            "last line was {:?}",
+            rest.lines().last()
+        );
+        eventually("the stalled client is gone", || {
+            server.handle.stats().clients == 2
+        })
+        .await
+    })
+}
+
+#[test]
+fn tls_flooder_is_slowed_down_and_loses_nothing() -> io::Result<()> {
+    const LINES: usize = 300;
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let (server, tls_addr) = start(
+        &certs,
+        Config {
+            flood_burst: 5,
+            flood_rate: 300.0,
+            ..config()
+        },
+    );
+    smol::block_on(async {
+        let mut reader = server.connect().await?;
+        let mut flooder = TlsClient::connect(tls_addr, &certs.ca)?;
+        reader
+            .expect(&format!("*** {} joined #lobby", flooder.name))
+            .await?;
+        let all: String = (0..LINES).map(|i| format!("line {i}\n")).collect();
+        flooder.send_raw(all.as_bytes())?;
+        for i in 0..LINES {
+            reader
+                .expect(&format!("{}: line {i}", flooder.name))
+                .await?;
+        }
+        assert!(server.handle.stats().flood_delayed > 0);
+        Ok(())
+    })
+}
+
+#[test]
+fn tls_alone_binds_no_plain_address() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    // Taken: binding it would fail, so the server must not try.
+    let taken = TcpListener::bind("127.0.0.1:0")?;
+    let mut tls = tls(&certs);
+    tls.plain = false;
+    let server = Server::bind(
+        taken.local_addr()?,
+        Config {
+            tls: Some(tls),
+            ..config()
+        },
+    )?;
+    assert_eq!(server.tls_addr(), Some(server.local_addr()));
+    Ok(())
+}
+
+#[test]
+fn unusable_certificate_or_key_is_an_invalid_input_error_naming_the_file() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let missing = certs.path("missing.pem");
+    let cases = [
+        // (certificate chain, key, what the message must name)
+        (&missing, &certs.key, missing.display().to_string()),
+        (&certs.chain, &missing, missing.display().to_string()),
+        // Swapped: a key where the chain belongs, a chain where the key belongs.
+        (
+            &certs.key,
+            &certs.key,
+            format!("'{}': no certificate", certs.key.display()),
+        ),
+        (
+            &certs.chain,
+            &certs.chain,
+            format!("'{}': no private key", certs.chain.display()),
+        ),
+        (
+            &certs.chain,
+            &certs.other_key,
+            certs.other_key.display().to_string(),
+        ),
+    ];
+    for (chain, key, named) in cases {
+        let config = Config {
+            tls: Some(Tls::new(chain, key, ([127, 0, 0, 1], 0).into())),
+            ..config()
+        };
+        let error = match Server::bind("127.0.0.1:0", config) {
+            Ok(_) => panic!("{chain:?} and {key:?} were accepted"),
+            Err(error) => error,
+        };
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+        assert!(
+            error.to_string().contains(&named),
+            "{error} does not name {named}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn binary_with_an_unusable_certificate_says_so_in_one_line_and_exits_2() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let missing = certs.path("missing.pem");
+    let (code, _, stderr) = run(&[
+        "--port",
+        "0",
+        "--tls-cert",
+        &missing.display().to_string(),
+        "--tls-key",
+        &certs.key.display().to_string(),
+        "--tls-port",
+        "0",
+    ])?;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("smolchat: cannot read TLS certificate chain '")
+            && stderr.contains(&missing.display().to_string()),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn binary_serves_tls_alone_with_tls_only() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let server = Binary::start(&[
+        "--bind",
+        "127.0.0.1",
+        "--tls-cert",
+        &certs.chain.display().to_string(),
+        "--tls-key",
+        &certs.key.display().to_string(),
+        "--tls-port",
+        "0",
+        "--tls-only",
+    ])?;
+    // The one address it announces is the TLS one.
+    let mut secure = TlsClient::connect(server.addr, &certs.ca)?;
+    secure.send("/quit")?;
+    secure.expect("*** bye")
+}
+
+#[test]
+fn tls_flags_that_do_not_fit_together_are_usage_errors() -> io::Result<()> {
+    for (args, named) in [
+        (&["--tls-cert", "c.pem"][..], "--tls-key"),
+        (&["--tls-key", "k.pem"], "--tls-cert"),
+        (&["--tls-port", "6697"], "--tls-port"),
+        (
+            &[
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--tls-only",
+                "--port",
+                "1",
+            ],
+            "--tls-only",
+        ),
+        (&["--tls-handshake-timeout", "0"], "--tls-handshake-timeout"),
+    ] {
+        let (code, _, stderr) = run(args)?;
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.contains(named), "{args:?}: {first}");
+    }
+    Ok(())
+}
+
+/// A plain client on the TLS port gets no chat, and the server is none the worse.
+#[test]
+fn plain_text_on_the_tls_port_is_refused_by_the_handshake() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let (server, tls_addr) = start(&certs, config());
+    let mut confused = TcpStream::connect(tls_addr)?;
+    confused.set_read_timeout(Some(TIMEOUT))?;
+    confused.write_all(b"hello?\n")?;
+    let mut reply = Vec::new();
+    // An alert at most, then the end: never a chat line.
+    match io::Read::read_to_end(&mut confused, &mut reply) {
+        Err(e) if e.kind() != io::ErrorKind::ConnectionReset => return Err(e),
+        _ => {}
+    }
+    assert!(
+        !String::from_utf8_lossy(&reply).contains("***"),
+        "{reply:?}"
+    );
+    smol::block_on(async {
+        eventually("its slot is freed", || server.handle.stats().clients == 0).await?;
+        let secure = TlsClient::connect(tls_addr, &certs.ca)?;
+        assert_eq!(secure.name, "guest1");
+        Ok(())
+    })
+}
