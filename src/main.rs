@@ -70,7 +70,7 @@ Options:
       --motd TEXT                  message of the day shown on connect
       --motd-file PATH             read the message of the day from a file
       --backlog N                  listen backlog [default: {}]
-      --tls-cert PEM               serve TLS with this certificate chain (needs --tls-key)
+      --tls-cert PEM               serve TLS with this certificate chain (needs --tls-key){}
       --tls-key PEM                the certificate's private key
       --tls-port N                 port for TLS clients [default: {DEFAULT_TLS_PORT}]
       --tls-only                   serve TLS alone: no plain port
@@ -93,6 +93,11 @@ Options:
         d.history,
         d.announce_limit,
         d.backlog,
+        if cfg!(feature = "tls") {
+            ""
+        } else {
+            " [this build has no TLS: rebuild with --features tls]"
+        },
         secs(Tls::new("", "", ([0, 0, 0, 0], 0).into()).handshake_timeout),
     )
 }

@@ -24,6 +24,7 @@ mod enabled {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    use async_channel::Receiver;
     use futures_lite::future::{self, FutureExt};
     use rustls::crypto::ring;
     use rustls::pki_types::pem::{self, PemObject};
@@ -168,12 +169,19 @@ mod enabled {
             client_open: true,
             connection_open: true,
             failed: false,
+            stalled_since: None,
+        };
+        // Closed when the connection has ended, even while the pump is not reading the pair.
+        let (ended, connection_ended) = async_channel::bounded::<()>(1);
+        let connection = async move {
+            let _ended = ended;
+            connection::serve(hub, inner, addr).await;
         };
         // Both run to the end: the pump keeps its end of the pair open until the connection has
         // closed its own, so the connection never writes to a closed socket (SIGPIPE).
         future::zip(
-            connection::serve(hub, inner, addr),
-            pump.run(hub.config.write_timeout),
+            connection,
+            pump.run(hub.config.write_timeout, connection_ended),
         )
         .await;
     }
@@ -232,6 +240,8 @@ mod enabled {
         /// The client's socket or session failed: the connection was told the client is gone,
         /// and what it still writes is discarded.
         failed: bool,
+        /// Since when the client's socket has taken none of the bytes waiting for it.
+        stalled_since: Option<Instant>,
     }
 
     /// What one direction of the pump did.
@@ -254,6 +264,13 @@ mod enabled {
         Done,
     }
 
+    /// What woke a waiting pump.
+    enum Woke {
+        Ready(io::Result<()>),
+        ConnectionEnded,
+        TimedOut,
+    }
+
     /// The sockets a blocked pump waits on.
     #[derive(Debug, Default, Clone, Copy)]
     struct Readiness {
@@ -264,10 +281,15 @@ mod enabled {
     }
 
     impl Pump {
-        /// Pumps until the connection has ended and its last bytes reached the client, giving
-        /// the client `linger` after that to take them.
-        async fn run(mut self, linger: Duration) {
-            let mut deadline = None;
+        /// Pumps until the connection has ended and its last bytes reached the client.
+        ///
+        /// Once `connection_ended` closes, the client's socket may take nothing for at most
+        /// `linger` (counted from when it stalled, if it already had): the rule the connection
+        /// applies to a plain client's socket, so a TLS client that stops reading is closed as
+        /// soon as a plain one would be.
+        async fn run(mut self, linger: Duration, connection_ended: Receiver<()>) {
+            // When the connection ended, once known.
+            let mut ended = None;
             loop {
                 let next = match self.step() {
                     Ok(next) => next,
@@ -284,14 +306,31 @@ mod enabled {
                     }
                     Next::Wait(wait) => wait,
                 };
-                if !self.connection_open {
-                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + linger);
-                    // The connection is gone, so its end of the pair is closed: returning is safe.
-                    if self.ready(wait).or(timeout_at(deadline)).await.is_err() {
-                        return;
+                let ready = async { Woke::Ready(self.ready(wait).await) };
+                let woke = match ended {
+                    None => {
+                        let ending = async {
+                            let _ = connection_ended.recv().await;
+                            Woke::ConnectionEnded
+                        };
+                        ready.or(ending).await
                     }
-                } else if self.ready(wait).await.is_err() {
-                    self.fail();
+                    Some(ended) => {
+                        let deadline = self.stalled_since.map_or(ended, |s| s.min(ended)) + linger;
+                        let timed_out = async {
+                            Timer::at(deadline).await;
+                            Woke::TimedOut
+                        };
+                        ready.or(timed_out).await
+                    }
+                };
+                match woke {
+                    Woke::Ready(Ok(())) => {}
+                    Woke::Ready(Err(_)) => self.fail(),
+                    Woke::ConnectionEnded => ended = Some(Instant::now()),
+                    // The connection has ended, so its end of the pair is closed: returning is
+                    // safe.
+                    Woke::TimedOut => return,
                 }
             }
         }
@@ -412,8 +451,14 @@ mod enabled {
             // was encrypted: then a client that stops reading fills the pair.
             if self.session.wants_write() {
                 return match self.session.write_tls(&mut self.tcp.get_ref()) {
-                    Ok(_) => Ok(Flow::Moved),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Flow::Blocked),
+                    Ok(_) => {
+                        self.stalled_since = None;
+                        Ok(Flow::Moved)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.stalled_since.get_or_insert_with(Instant::now);
+                        Ok(Flow::Blocked)
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Flow::Moved),
                     Err(e) => Err(e),
                 };
@@ -507,11 +552,6 @@ mod enabled {
     fn send(pair: &Async<UnixStream>, bytes: &[u8]) -> io::Result<usize> {
         rustix::net::send(pair.get_ref(), bytes, rustix::net::SendFlags::NOSIGNAL)
             .map_err(io::Error::from)
-    }
-
-    async fn timeout_at(deadline: Instant) -> io::Result<()> {
-        Timer::at(deadline).await;
-        Err(io::ErrorKind::TimedOut.into())
     }
 }
 

@@ -267,6 +267,54 @@ fn tls_client_that_stops_reading_is_dropped_while_others_get_every_line() -> io:
 }
 
 #[test]
+fn tls_client_whose_socket_accepts_nothing_is_dropped_after_the_write_timeout() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let (server, tls_addr) = start(
+        &certs,
+        Config {
+            write_timeout: Duration::from_millis(300),
+            // Room enough that the queue never overflows first: only the timeout can drop it.
+            queue_bytes: 1 << 30,
+            queue_lines: 1 << 20,
+            ..config()
+        },
+    );
+    smol::block_on(async {
+        let mut c = server.clients(2).await?;
+        // It never reads and never closes.
+        let stalled = TlsClient::connect(tls_addr, &certs.ca)?;
+        let name = stalled.name.clone();
+        c[0].expect(&format!("*** {name} joined #lobby")).await?;
+        c[1].expect(&format!("*** {name} joined #lobby")).await?;
+        let payload = "y".repeat(1500);
+        let mut sent = 0;
+        let found = loop {
+            c[0].send(&payload).await?;
+            sent += 1;
+            let got = c[1].line().await?;
+            if got == format!("*** {name} left (write timeout)") {
+                break true;
+            }
+            assert!(got.ends_with(&payload), "unexpected {got:?}");
+            // 60 MB: far more than every buffer between the server and the client holds.
+            if sent > 40_000 {
+                break false;
+            }
+        };
+        assert!(found, "the stalled client was never dropped");
+        // Its socket is closed and its slot freed too, though it still has not read a byte.
+        eventually("the stalled client's slot is freed", || {
+            server.handle.stats().clients == 2
+        })
+        .await?;
+        drop(stalled);
+        Ok(())
+    })
+}
+
+#[test]
 fn tls_flooder_is_slowed_down_and_loses_nothing() -> io::Result<()> {
     const LINES: usize = 300;
     let Some(certs) = Certs::make()? else {
