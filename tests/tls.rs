@@ -60,29 +60,42 @@ fn tls_and_plain_clients_chat_both_ways() -> io::Result<()> {
     })
 }
 
-/// An `openssl s_client` process whose stdout lines arrive on a channel.
-struct SClient {
+/// A command-line TLS client whose stdin is typed into and whose stdout lines arrive on a
+/// channel; killed on drop.
+struct Tool {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
-impl SClient {
-    fn connect(addr: SocketAddr, ca: &std::path::Path) -> io::Result<SClient> {
-        let mut child = Command::new("openssl")
-            .args(["s_client", "-quiet", "-verify_return_error", "-CAfile"])
-            .arg(ca)
-            .arg("-connect")
-            .arg(addr.to_string())
+impl Tool {
+    /// Runs `program` with `args`, or `None` (with a message) when it is not installed outside
+    /// CI; in CI it must be there.
+    fn spawn(program: &str, args: &[&str]) -> io::Result<Option<Tool>> {
+        let installed = Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{program} is missing: .ci/run must install it"
+            );
+            eprintln!("{program} not installed; skipping this test");
+            return Ok(None);
+        }
+        let mut child = Command::new(program)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
         let lines = lines_of(child.stdout.take().expect("piped stdout"));
-        Ok(SClient { child, lines })
+        Ok(Some(Tool { child, lines }))
     }
 
     fn until(&self, pred: impl Fn(&str) -> bool) -> io::Result<String> {
-        recv_until(&self.lines, "openssl s_client", pred)
+        recv_until(&self.lines, "TLS client", pred)
     }
 
     fn type_line(&mut self, line: &str) -> io::Result<()> {
@@ -92,37 +105,86 @@ impl SClient {
     }
 }
 
-impl Drop for SClient {
+impl Drop for Tool {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-#[test]
-fn openssl_s_client_chats_with_a_plain_client() -> io::Result<()> {
+/// Runs `program args… 127.0.0.1:PORT-or-whatever` against a TLS server and chats with a plain
+/// client through it both ways; `args` gets the TLS address and the authority's file.
+fn tool_chats_with_a_plain_client(
+    program: &str,
+    args: impl Fn(SocketAddr, &str) -> Vec<String>,
+) -> io::Result<()> {
     let Some(certs) = Certs::make()? else {
         return Ok(());
     };
     let (server, tls_addr) = start(&certs, config());
+    let args = args(tls_addr, &certs.ca.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     smol::block_on(async {
         let mut plain = server.connect().await?;
-        let mut s_client = SClient::connect(tls_addr, &certs.ca)?;
-        let you_are = s_client.until(|l| l.starts_with("*** you are "))?;
+        let Some(mut tool) = Tool::spawn(program, &args)? else {
+            return Ok(());
+        };
+        let you_are = tool.until(|l| l.starts_with("*** you are "))?;
         let name = you_are.split(' ').nth(3).unwrap_or_default().to_string();
         plain.expect(&format!("*** {name} joined #lobby")).await?;
 
-        s_client.type_line("hello from openssl")?;
-        plain.expect(&format!("{name}: hello from openssl")).await?;
-        plain.send("hi openssl").await?;
-        s_client.until(|l| l == format!("{}: hi openssl", plain.name))?;
+        tool.type_line(&format!("hello from {program}"))?;
+        plain
+            .expect(&format!("{name}: hello from {program}"))
+            .await?;
+        plain.send("hi there").await?;
+        tool.until(|l| l == format!("{}: hi there", plain.name))?;
 
-        s_client.type_line("/quit")?;
-        s_client.until(|l| l == "*** bye")?;
-        // s_client exits when the server ends the session.
-        let status = wait_timeout(&mut s_client.child, TIMEOUT)?;
-        assert!(status.success(), "s_client: {status}");
+        tool.type_line("/quit")?;
+        tool.until(|l| l == "*** bye")?;
+        // Ended as a user would end it (ncat waits for its input to end, even over plain TCP).
+        drop(tool.child.stdin.take());
+        let status = wait_timeout(&mut tool.child, TIMEOUT)?;
+        assert!(status.success(), "{program}: {status}");
         plain.expect(&format!("*** {name} left (quit)")).await
+    })
+}
+
+#[test]
+fn openssl_s_client_chats_with_a_plain_client() -> io::Result<()> {
+    tool_chats_with_a_plain_client("openssl", |addr, ca| {
+        let args = [
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-CAfile",
+            ca,
+            "-connect",
+        ];
+        let mut args: Vec<String> = args.map(String::from).into();
+        args.push(addr.to_string());
+        args
+    })
+}
+
+#[test]
+fn socat_chats_with_a_plain_client() -> io::Result<()> {
+    // socat checks the certificate against the authority and the address by default.
+    tool_chats_with_a_plain_client("socat", |addr, ca| {
+        vec!["-".into(), format!("OPENSSL:{addr},cafile={ca}")]
+    })
+}
+
+#[test]
+fn ncat_chats_with_a_plain_client() -> io::Result<()> {
+    // ncat checks certificates only against a host name (`--ssl-verify`), and tests resolve
+    // none: this one checks that ncat's TLS works with the server, not the certificate.
+    tool_chats_with_a_plain_client("ncat", |addr, _| {
+        vec![
+            "--ssl".into(),
+            addr.ip().to_string(),
+            addr.port().to_string(),
+        ]
     })
 }
 
@@ -312,6 +374,41 @@ fn tls_client_whose_socket_accepts_nothing_is_dropped_after_the_write_timeout() 
         drop(stalled);
         Ok(())
     })
+}
+
+#[test]
+fn tls_client_whose_line_stays_unfinished_is_dropped() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let (server, tls_addr) = start(
+        &certs,
+        Config {
+            partial_line_timeout: Duration::from_millis(300),
+            ..config()
+        },
+    );
+    let mut trickler = TlsClient::connect(tls_addr, &certs.ca)?;
+    trickler.send_raw(b"half a li")?;
+    trickler.expect("! disconnected: your line stayed unfinished too long")?;
+    trickler.expect_eof()?;
+    smol::block_on(eventually("its slot is freed", || {
+        server.handle.stats().clients == 0
+    }))
+}
+
+#[test]
+fn shutdown_tells_tls_clients_and_ends_their_sessions_cleanly() -> io::Result<()> {
+    let Some(certs) = Certs::make()? else {
+        return Ok(());
+    };
+    let (server, tls_addr) = start(&certs, config());
+    let mut secure = TlsClient::connect(tls_addr, &certs.ca)?;
+    server.handle.shutdown();
+    secure.expect("*** server is shutting down")?;
+    secure.expect_eof()?;
+    server.stop();
+    Ok(())
 }
 
 #[test]
