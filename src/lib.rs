@@ -2,7 +2,8 @@
 //!
 //! Clients connect over TCP with anything that sends lines (`nc`, `telnet`, `socat`); each line
 //! goes to the others in the sender's room, prefixed by the sender's name. The server runs on
-//! the caller's [`smol::Executor`], never prints, and reports through a [`Handle`].
+//! the caller's [`smol::Executor`], never prints, and reports through a [`Handle`]. Built with
+//! the `tls` cargo feature, it serves TLS too, beside plain TCP or instead of it ([`Tls`]).
 //!
 //! # Examples
 //!

@@ -209,11 +209,11 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
             }
             Long("tls-cert") => {
                 tls.first_flag.get_or_insert("--tls-cert");
-                tls.cert = Some(value::<String>(&mut parser, "--tls-cert", "a path")?.into());
+                tls.cert = Some(parser.value()?.into());
             }
             Long("tls-key") => {
                 tls.first_flag.get_or_insert("--tls-key");
-                tls.key = Some(value::<String>(&mut parser, "--tls-key", "a path")?.into());
+                tls.key = Some(parser.value()?.into());
             }
             Long("tls-port") => {
                 tls.first_flag.get_or_insert("--tls-port");
@@ -328,11 +328,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let Some(first) = addrs.first() else {
+        eprintln!("smolchat: {shown} resolves to no address");
+        return ExitCode::FAILURE;
+    };
     let mut config = options.config;
     if let (Some(cert), Some(key)) = (options.tls.cert, options.tls.key) {
         // The host resolved once already; the TLS listener takes its first address.
         let tls_port = options.tls.port.unwrap_or(DEFAULT_TLS_PORT);
-        let mut tls = Tls::new(cert, key, SocketAddr::new(addrs[0].ip(), tls_port));
+        let mut tls = Tls::new(cert, key, SocketAddr::new(first.ip(), tls_port));
         tls.plain = !options.tls.only;
         if let Some(timeout) = options.tls.handshake_timeout {
             tls.handshake_timeout = timeout;
