@@ -6,7 +6,8 @@
 //! is listed nowhere. Everything it sends meanwhile is answered here and goes no further.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::{self, FutureExt};
@@ -27,11 +28,14 @@ const MAX_PENALTY_FACTOR: u32 = 32;
 /// Runs a private server's `/pass` phase. Returns the framer, holding whatever the client sent
 /// after its password, for the normal read loop to go on with; `None` when the connection is
 /// to end (it quit, closed, failed or ran out of time). On an open server it returns at once.
-pub(crate) async fn authenticate(
+pub(crate) async fn authenticate<S>(
     hub: &Hub,
-    stream: &Async<TcpStream>,
+    stream: &Async<S>,
     addr: SocketAddr,
-) -> Option<Framer> {
+) -> Option<Framer>
+where
+    for<'s> &'s S: Read + Write,
+{
     let mut framer = Framer::new(hub.config.max_line);
     let Some(password) = &hub.config.password else {
         return Some(framer);
@@ -97,7 +101,10 @@ pub(crate) async fn authenticate(
     }
 }
 
-async fn send(stream: &Async<TcpStream>, line: &str) -> io::Result<()> {
+async fn send<S>(stream: &Async<S>, line: &str) -> io::Result<()>
+where
+    for<'s> &'s S: Write,
+{
     (&*stream).write_all(line.as_bytes()).await
 }
 

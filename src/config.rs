@@ -3,6 +3,8 @@
 
 use std::error::Error;
 use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,6 +125,69 @@ pub struct Config {
     /// Most bans in force at once (default 1000), so the ban list, which every new connection
     /// is checked against, stays small.
     pub max_bans: usize,
+    /// Serve TLS too, or instead of plain TCP (default none). Needs the `tls` cargo feature:
+    /// without it, [`Server::bind`](crate::Server::bind) refuses a config that asks for TLS.
+    pub tls: Option<Tls>,
+}
+
+/// Where and with which certificate to serve TLS; see [`Config::tls`].
+///
+/// TLS clients are served exactly like plain ones: they count toward `max_clients` and
+/// `max_per_ip` from the moment they connect, and every limit applies to them unchanged.
+/// Certificate and key are read once, when the server is bound.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::SocketAddr;
+///
+/// // TLS alone, on port 6697; nothing listens for plain clients.
+/// let mut tls = smolchat::Tls::new("fullchain.pem", "key.pem", SocketAddr::from(([0, 0, 0, 0], 6697)));
+/// tls.plain = false;
+/// let config = smolchat::Config {
+///     tls: Some(tls),
+///     ..smolchat::Config::default()
+/// };
+/// # drop(config);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Tls {
+    /// PEM file with the certificate chain, the server's own certificate first (a
+    /// `fullchain.pem`).
+    pub cert_chain: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Where TLS clients connect.
+    pub addr: SocketAddr,
+    /// Whether plain clients are still served at the address given to
+    /// [`Server::bind`](crate::Server::bind) (default `true`). With `false` the server serves
+    /// TLS alone, and binds nothing at that address.
+    pub plain: bool,
+    /// How long a client may take to finish its TLS handshake (default 10 s). A connection holds
+    /// its slot from the moment it is accepted, so one that never finishes the handshake is
+    /// dropped after this to free it.
+    pub handshake_timeout: Duration,
+}
+
+impl Tls {
+    /// TLS at `addr` with this certificate chain and key, beside plain TCP.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let tls = smolchat::Tls::new("cert.pem", "key.pem", ([127, 0, 0, 1], 8889).into());
+    /// assert!(tls.plain);
+    /// ```
+    pub fn new(cert_chain: impl Into<PathBuf>, key: impl Into<PathBuf>, addr: SocketAddr) -> Tls {
+        Tls {
+            cert_chain: cert_chain.into(),
+            key: key.into(),
+            addr,
+            plain: true,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A hook that decides what happens to a chat line; see [`Config::filter`].
@@ -236,6 +301,7 @@ impl Default for Config {
             allow: Vec::new(),
             deny: Vec::new(),
             max_bans: 1000,
+            tls: None,
         }
     }
 }
@@ -463,6 +529,7 @@ impl fmt::Debug for Config {
             .field("allow", &self.allow)
             .field("deny", &self.deny)
             .field("max_bans", &self.max_bans)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -10,7 +10,8 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -48,7 +49,14 @@ const LINGER_BYTES: usize = 64 * 1024;
 type Ending = (LeaveReason, Option<Arc<str>>);
 
 /// Serves one admitted client until it leaves, is removed, or its socket fails.
-pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr) {
+///
+/// The socket is the client's TCP stream, or for a TLS client one end of the Unix socket pair
+/// whose other end the TLS pump serves; `addr` is the client's address either way.
+pub(crate) async fn serve<S>(hub: &Hub, stream: Async<S>, addr: SocketAddr)
+where
+    for<'s> &'s S: Read + Write,
+    S: AsFd,
+{
     let Some(framer) = auth::authenticate(hub, &stream, addr).await else {
         return close_gracefully(&stream).await;
     };
@@ -79,9 +87,13 @@ pub(crate) async fn serve(hub: &Hub, stream: Async<TcpStream>, addr: SocketAddr)
 }
 
 /// Tells a client it cannot be served, and closes so that it gets the line.
-pub(crate) async fn refuse(stream: &Async<TcpStream>, reason: &Refusal) {
+pub(crate) async fn refuse<S>(stream: &Async<S>, reason: &Refusal)
+where
+    for<'s> &'s S: Read + Write,
+    S: AsFd,
+{
     // A new socket's buffer is empty: the line goes out at once or not at all.
-    let _ = stream.get_ref().write(protocol::refused(reason).as_bytes());
+    let _ = (&mut stream.get_ref()).write(protocol::refused(reason).as_bytes());
     close_gracefully(stream).await;
 }
 
@@ -107,13 +119,17 @@ impl Drop for Registration<'_> {
     }
 }
 
-async fn read_loop(
-    stream: &Async<TcpStream>,
+async fn read_loop<S>(
+    stream: &Async<S>,
     hub: &Hub,
     id: Id,
     outbox: &Outbox,
     mut framer: Framer,
-) -> Ending {
+) -> Ending
+where
+    for<'s> &'s S: Read + Write,
+    S: AsFd,
+{
     let config = &hub.config;
     let mut flood = Flood::new(config);
     let mut partial_since = None;
@@ -187,7 +203,10 @@ async fn read_loop(
     }
 }
 
-fn read_some(mut stream: &TcpStream, framer: &mut Framer) -> io::Result<usize> {
+fn read_some<S>(mut stream: &S, framer: &mut Framer) -> io::Result<usize>
+where
+    for<'s> &'s S: Read,
+{
     let mut buf = [0; READ_CHUNK];
     let n = stream.read(&mut buf)?;
     framer.push(&buf[..n]);
@@ -339,11 +358,14 @@ fn filter<'t>(
 /// reading. A socket that fails otherwise (the client reset the connection) stops the writing
 /// but not the draining: what is queued for a client that can no longer receive it is dropped,
 /// so it never looks congested while its reader finishes the lines it had already accepted.
-async fn write_loop(
-    stream: &Async<TcpStream>,
+async fn write_loop<S>(
+    stream: &Async<S>,
     mut inbox: Inbox,
     config: &Config,
-) -> Result<(), LeaveReason> {
+) -> Result<(), LeaveReason>
+where
+    for<'s> &'s S: Write,
+{
     // Set once the outbox is closed: everything left must be written by then.
     let mut flush_deadline = None;
     let mut broken = false;
@@ -376,13 +398,16 @@ async fn write_loop(
 /// Writes every item, waiting for the socket when it is full: at most `timeout` without
 /// progress, and never past `deadline`. Items count as written one system call at a time, so
 /// paced senders resume as soon as the queue is down to half, not when the whole batch is out.
-async fn write_all(
-    stream: &Async<TcpStream>,
+async fn write_all<S>(
+    stream: &Async<S>,
     inbox: &mut Inbox,
     items: &VecDeque<Item>,
     timeout: Duration,
     deadline: Option<Instant>,
-) -> Result<(), LeaveReason> {
+) -> Result<(), LeaveReason>
+where
+    for<'s> &'s S: Write,
+{
     let (mut index, mut offset) = (0, 0);
     while index < items.len() {
         match write_some(stream.get_ref(), items.range(index..), offset) {
@@ -421,11 +446,14 @@ async fn write_all(
     Ok(())
 }
 
-fn write_some<'a>(
-    mut stream: &TcpStream,
+fn write_some<'a, S>(
+    mut stream: &S,
     items: impl Iterator<Item = &'a Item>,
     offset: usize,
-) -> io::Result<usize> {
+) -> io::Result<usize>
+where
+    for<'s> &'s S: Write,
+{
     let mut slices = [IoSlice::new(&[]); MAX_BATCH];
     let mut count = 0;
     for (slice, item) in slices.iter_mut().zip(items) {
@@ -439,8 +467,12 @@ fn write_some<'a>(
 /// gets its last lines, then end of file), and what the client still sends is read and
 /// dropped, briefly and boundedly, because closing a socket with unread input makes the
 /// kernel reset the connection, which can destroy the last lines before the client reads them.
-pub(crate) async fn close_gracefully(stream: &Async<TcpStream>) {
-    let _ = stream.get_ref().shutdown(Shutdown::Write);
+pub(crate) async fn close_gracefully<S>(stream: &Async<S>)
+where
+    for<'s> &'s S: Read + Write,
+    S: AsFd,
+{
+    let _ = rustix::net::shutdown(stream.get_ref(), rustix::net::Shutdown::Write);
     let deadline = Instant::now() + LINGER;
     let mut drained = 0;
     while drained < LINGER_BYTES {
@@ -461,7 +493,10 @@ pub(crate) async fn close_gracefully(stream: &Async<TcpStream>) {
     }
 }
 
-fn drain_some(mut stream: &TcpStream) -> io::Result<usize> {
+fn drain_some<S>(mut stream: &S) -> io::Result<usize>
+where
+    for<'s> &'s S: Read,
+{
     let mut buf = [0; READ_CHUNK];
     stream.read(&mut buf)
 }

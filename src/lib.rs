@@ -2,7 +2,8 @@
 //!
 //! Clients connect over TCP with anything that sends lines (`nc`, `telnet`, `socat`); each line
 //! goes to the others in the sender's room, prefixed by the sender's name. The server runs on
-//! the caller's [`smol::Executor`], never prints, and reports through a [`Handle`].
+//! the caller's [`smol::Executor`], never prints, and reports through a [`Handle`]. Built with
+//! the `tls` cargo feature, it serves TLS too, beside plain TCP or instead of it ([`Tls`]).
 //!
 //! # Examples
 //!
@@ -79,6 +80,8 @@
 //! - `config`: [`Config`], every limit with the reason for its default, and its validation.
 //! - `cidr`: [`Cidr`], the address ranges of allow and deny lists and bans.
 //! - `net`: socket options std lacks (listen backlog, keepalive timing, TCP user timeout).
+//! - `tls`: TLS termination (the `tls` feature): certificate loading, handshake, and a pump
+//!   that serves a TLS client's connection over a Unix socket pair.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -95,9 +98,10 @@ mod outbox;
 mod protocol;
 mod sanitize;
 mod server;
+mod tls;
 
 pub use cidr::{Cidr, CidrError};
-pub use config::{Config, ConfigError, Draft, Filter, Verdict};
+pub use config::{Config, ConfigError, Draft, Filter, Tls, Verdict};
 pub use event::{Event, LeaveReason, Refusal};
 pub use handle::{Ban, BanListFull, Handle, NotFound, RoomInfo, Stats, User};
 pub use server::Server;

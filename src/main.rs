@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -12,10 +13,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_signal::{Signal, Signals};
 use futures_lite::StreamExt;
 use smol::Executor;
-use smolchat::{Cidr, Config, ConfigError, Event, Handle, Server};
+use smolchat::{Cidr, Config, ConfigError, Event, Handle, Server, Tls};
 
 const DEFAULT_HOST: &str = "0.0.0.0";
 const DEFAULT_PORT: u16 = 8888;
+const DEFAULT_TLS_PORT: u16 = 8889;
 
 /// Log lines waiting for stderr. Beyond this they are dropped and counted, so a stderr that
 /// blocks (a full pipe nobody reads) never stalls the server.
@@ -33,6 +35,19 @@ struct Options {
     /// Re-read on SIGHUP.
     motd_file: Option<String>,
     config: Config,
+    tls: TlsOptions,
+}
+
+/// The TLS flags, checked together once all flags are read.
+#[derive(Default)]
+struct TlsOptions {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    port: Option<u16>,
+    only: bool,
+    handshake_timeout: Option<Duration>,
+    /// The first TLS flag given, named in errors.
+    first_flag: Option<&'static str>,
 }
 
 /// How much the binary logs; each level includes the ones before it (syslog's names).
@@ -108,6 +123,11 @@ Options:
       --allow CIDR                 accept only these addresses (repeatable; e.g. 192.0.2.0/24, 2001:db8::/32)
       --deny CIDR                  refuse these addresses, silently (repeatable; wins over --allow)
       --max-bans N                 most bans in force at once [default: {max_bans}]
+      --tls-cert PEM               serve TLS with this certificate chain (needs --tls-key){tls_note}
+      --tls-key PEM                the private key of the certificate
+      --tls-port N                 port for TLS clients [default: {DEFAULT_TLS_PORT}]
+      --tls-only                   serve TLS alone: no plain port
+      --tls-handshake-timeout SECS drop a client whose TLS handshake takes this long [default: {tls_handshake_timeout}]
       --log-level LEVEL            error, warn, notice (start, stop, signals), info (also joins, leaves, refusals) or debug (also chat lines) [default: info]
   -v, --verbose                    same as --log-level debug
   -q, --quiet                      same as --log-level notice: do not log joins and leaves
@@ -133,6 +153,12 @@ Options:
         auth_timeout = secs(d.auth_timeout),
         password_delay = secs(d.password_delay),
         max_bans = d.max_bans,
+        tls_note = if cfg!(feature = "tls") {
+            ""
+        } else {
+            " [this build has no TLS: rebuild with --features tls]"
+        },
+        tls_handshake_timeout = secs(Tls::new("", "", ([0, 0, 0, 0], 0).into()).handshake_timeout),
     )
 }
 
@@ -216,11 +242,13 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
         level: Level::Info,
         motd_file: None,
         config: Config::default(),
+        tls: TlsOptions::default(),
     };
     let c = &mut options.config;
     // Every flag given, with its value as typed, to refuse repeats and conflicts.
     let mut given: Vec<(String, String)> = Vec::new();
     let mut bind_port = None;
+    let tls = &mut options.tls;
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
         let flag = match arg {
@@ -295,6 +323,28 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
             "--allow" => c.allow.push(cidr(&mut parser, &flag)?),
             "--deny" => c.deny.push(cidr(&mut parser, &flag)?),
             "--max-bans" => c.max_bans = number(&mut parser, &flag)?,
+            "--tls-cert" => {
+                tls.first_flag.get_or_insert("--tls-cert");
+                tls.cert = Some(parser.value()?.into());
+            }
+            "--tls-key" => {
+                tls.first_flag.get_or_insert("--tls-key");
+                tls.key = Some(parser.value()?.into());
+            }
+            "--tls-port" => {
+                tls.first_flag.get_or_insert("--tls-port");
+                tls.port = Some(value(&mut parser, &flag, "a port number (0-65535)")?);
+            }
+            "--tls-only" => {
+                tls.first_flag.get_or_insert("--tls-only");
+                tls.only = true;
+            }
+            "--tls-handshake-timeout" => {
+                tls.first_flag.get_or_insert("--tls-handshake-timeout");
+                let valid = |secs: &f64| *secs > 0.0 && Duration::try_from_secs_f64(*secs).is_ok();
+                let secs = checked(&mut parser, &flag, "a positive number of seconds", valid)?;
+                tls.handshake_timeout = Some(Duration::from_secs_f64(secs));
+            }
             "--verbose" => options.level = Level::Debug,
             "--quiet" => options.level = Level::Notice,
             "--help" => {
@@ -339,11 +389,45 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
         }
         options.port = bind_port;
     }
+    check_tls(
+        &options.tls,
+        find("--port").is_some() || bind_port.is_some(),
+    )?;
     options.config.validate().map_err(|e| {
         let motd_flag = find("--motd-file").map_or("--motd", |_| "--motd-file");
         UsageError(config_error(&e, motd_flag))
     })?;
     Ok(Some(options))
+}
+
+/// Checks that the TLS flags make sense together, and that this build can serve TLS.
+fn check_tls(tls: &TlsOptions, plain_address_given: bool) -> Result<(), UsageError> {
+    let Some(first) = tls.first_flag else {
+        return Ok(());
+    };
+    if !cfg!(feature = "tls") {
+        return Err(UsageError(format!(
+            "'{first}': this smolchat was built without TLS support \
+             (rebuild it with `cargo build --release --features tls`)"
+        )));
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(_), Some(_)) => {}
+        (Some(_), None) => return Err(UsageError("'--tls-cert' needs '--tls-key'".into())),
+        (None, Some(_)) => return Err(UsageError("'--tls-key' needs '--tls-cert'".into())),
+        (None, None) => {
+            return Err(UsageError(format!(
+                "'{first}' needs '--tls-cert' and '--tls-key'"
+            )))
+        }
+    }
+    if tls.only && plain_address_given {
+        return Err(UsageError(
+            "'--tls-only' serves no plain port: give its port with '--tls-port', not '--port' or '--bind'"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Says what [`Config::validate`] refused in the words of the command line: `max_line` is
@@ -610,25 +694,57 @@ fn serve(options: Options, log: &Log) -> ExitCode {
             }
         },
     };
+    let Some(first) = addrs.first() else {
+        log.error(format_args!("{shown} resolves to no address"));
+        return ExitCode::FAILURE;
+    };
+    let mut config = options.config;
+    if let (Some(cert), Some(key)) = (options.tls.cert, options.tls.key) {
+        // The host resolved once already; the TLS listener takes its first address.
+        let tls_port = options.tls.port.unwrap_or(DEFAULT_TLS_PORT);
+        let mut tls = Tls::new(cert, key, SocketAddr::new(first.ip(), tls_port));
+        tls.plain = !options.tls.only;
+        if let Some(timeout) = options.tls.handshake_timeout {
+            tls.handshake_timeout = timeout;
+        }
+        config.tls = Some(tls);
+    }
     raise_fd_limit(log);
-    let server = match Server::bind(&addrs[..], options.config) {
+    let server = match Server::bind(&addrs[..], config) {
         Ok(server) => server,
+        // A certificate or key that cannot be used, named with its problem.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("smolchat: {e}");
+            return ExitCode::from(2);
+        }
+        // The message names the address.
         Err(e) => {
-            log.error(format_args!("cannot listen on {shown}: {e}"));
+            log.error(format_args!("{e}"));
             return ExitCode::FAILURE;
         }
     };
+    let version = env!("CARGO_PKG_VERSION");
     let addr = server.local_addr();
-    let host = if addr.ip().is_unspecified() {
-        "<host>".to_string()
-    } else {
-        addr.ip().to_string()
-    };
-    log.notice(format_args!(
-        "smolchat {} listening on {addr}; connect with: nc {host} {}",
-        env!("CARGO_PKG_VERSION"),
-        addr.port()
-    ));
+    match server.tls_addr() {
+        Some(tls) if tls == addr => log.notice(format_args!(
+            "smolchat {version} listening on {tls}; TLS only, connect with: \
+             openssl s_client -quiet -connect {}",
+            shown_addr(tls)
+        )),
+        tls => {
+            log.notice(format_args!(
+                "smolchat {version} listening on {addr}; connect with: nc {} {}",
+                shown_host(addr),
+                addr.port()
+            ));
+            if let Some(tls) = tls {
+                log.notice(format_args!(
+                    "TLS on {tls}; connect with: openssl s_client -quiet -connect {}",
+                    shown_addr(tls)
+                ));
+            }
+        }
+    }
     let handle = server.handle();
     let ex = Arc::new(Executor::new());
     let (stop, stopped) = async_channel::bounded::<()>(1);
@@ -717,6 +833,22 @@ fn reload_motd(handle: &Handle, path: Option<&str>, log: &Log) {
         Err(e) => log.error(format_args!(
             "SIGHUP: {e}; the old message of the day stays"
         )),
+    }
+}
+
+/// The server's host as `nc` takes it; a placeholder when it listens on every address.
+fn shown_host(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() => "<host>".into(),
+        ip => ip.to_string(),
+    }
+}
+
+/// The server's `host:port` as `openssl s_client -connect` takes it.
+fn shown_addr(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() => format!("<host>:{}", addr.port()),
+        _ => addr.to_string(),
     }
 }
 

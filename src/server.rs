@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::handle::Handle;
 use crate::hub::Hub;
 use crate::net;
 use crate::protocol;
+use crate::tls;
 use crate::{Config, Refusal};
 
 /// First pause after an accept error such as running out of file descriptors.
@@ -38,19 +39,31 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// # std::io::Result::Ok(()) });
 /// ```
 pub struct Server {
-    listener: Async<TcpListener>,
+    listeners: Listeners,
     hub: Arc<Hub>,
+}
+
+/// Where clients connect: plain, TLS, or both.
+struct Listeners {
+    /// `None` when TLS is served alone.
+    plain: Option<Async<TcpListener>>,
+    /// `Some` when [`Config::tls`] asks for TLS.
+    tls: Option<tls::Listener>,
 }
 
 impl Server {
     /// Binds to `addr` with [`Config::backlog`] (the first address that works, if it resolves
-    /// to several).
+    /// to several), and to the TLS address if [`Config::tls`] asks for TLS. With TLS alone
+    /// ([`Tls::plain`](crate::Tls::plain) `false`), `addr` is not used.
     ///
     /// # Errors
     ///
     /// [`InvalidInput`](io::ErrorKind::InvalidInput) naming the field when a `config` value is
-    /// out of range ([`Config::validate`]); otherwise when `addr` does not resolve or no address
-    /// can be bound (in use, permission denied…).
+    /// out of range ([`Config::validate`]). When `addr` does not resolve or no address can be
+    /// bound (in use, permission denied…);
+    /// the message names the address. [`InvalidInput`](io::ErrorKind::InvalidInput) when the TLS
+    /// certificate or key cannot be used (the message names the file and the problem), or when
+    /// TLS is asked for in a build without the `tls` feature.
     ///
     /// # Examples
     ///
@@ -61,11 +74,17 @@ impl Server {
     /// ```
     pub fn bind(addr: impl ToSocketAddrs, config: Config) -> io::Result<Server> {
         config.validate()?;
+        if config.tls.as_ref().is_some_and(|tls| !tls.plain) {
+            return Server::new(None, config);
+        }
         let mut last_error = None;
         for addr in addr.to_socket_addrs()? {
             match net::listen(addr, config.backlog) {
                 Ok(listener) => return Server::from_listener(listener, config),
-                Err(e) => last_error = Some(e),
+                Err(e) => {
+                    let message = format!("cannot listen on {addr}: {e}");
+                    last_error = Some(io::Error::new(e.kind(), message));
+                }
             }
         }
         Err(last_error.unwrap_or_else(|| {
@@ -74,12 +93,13 @@ impl Server {
     }
 
     /// Serves on a listener bound elsewhere (its backlog is whatever it was created with).
+    /// With TLS alone ([`Tls::plain`](crate::Tls::plain) `false`), the listener is closed.
     ///
     /// # Errors
     ///
-    /// [`InvalidInput`](io::ErrorKind::InvalidInput) naming the field when a `config` value is
-    /// out of range ([`Config::validate`]); otherwise when the listener's address cannot be read
-    /// or it cannot be made non-blocking.
+    /// As for [`bind`](Server::bind) when a `config` value is out of range or [`Config::tls`]
+    /// asks for TLS; when the listener's address cannot be read or it cannot be made
+    /// non-blocking.
     ///
     /// # Examples
     ///
@@ -91,15 +111,29 @@ impl Server {
     /// ```
     pub fn from_listener(listener: TcpListener, config: Config) -> io::Result<Server> {
         config.validate()?;
-        let local_addr = listener.local_addr()?;
-        let listener = Async::new(listener)?;
+        let plain = config.tls.as_ref().is_none_or(|tls| tls.plain);
+        Server::new(plain.then_some(listener), config)
+    }
+
+    fn new(listener: Option<TcpListener>, config: Config) -> io::Result<Server> {
+        let tls = tls::Listener::bind(&config)?;
+        let local_addr = match (&listener, &tls) {
+            (Some(listener), _) => listener.local_addr()?,
+            (None, Some(tls)) => tls.local_addr()?,
+            (None, None) => unreachable!("either plain or TLS is served"),
+        };
+        let listeners = Listeners {
+            plain: listener.map(Async::new).transpose()?,
+            tls,
+        };
         Ok(Server {
-            listener,
+            listeners,
             hub: Arc::new(Hub::new(config, local_addr)),
         })
     }
 
-    /// The address the server listens on (useful after binding port 0).
+    /// The address the server listens on (useful after binding port 0): the plain address, or
+    /// the TLS one when TLS is served alone.
     ///
     /// # Examples
     ///
@@ -110,6 +144,20 @@ impl Server {
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.hub.local_addr
+    }
+
+    /// The address TLS clients connect to, if the server serves TLS.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = smolchat::Server::bind("127.0.0.1:0", smolchat::Config::default())?;
+    /// assert_eq!(server.tls_addr(), None);
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        let tls = self.listeners.tls.as_ref();
+        tls.and_then(|tls| tls.local_addr().ok())
     }
 
     /// A [`Handle`] to control and observe the server while it runs.
@@ -171,15 +219,15 @@ impl Server {
     }
 
     async fn serve(self, executor: &Executor<'_>, shutdown: impl Future<Output = ()>) {
-        let Server { listener, hub } = self;
+        let Server { listeners, hub } = self;
         // Every connection task holds a clone of `done`: when all are dropped, all have ended.
         let (done, all_done) = async_channel::bounded::<()>(1);
         // Dropping `kill` ends the connections still running after the grace period.
         let (kill, killed) = async_channel::bounded::<()>(1);
         let stop = pin!(shutdown.or(hub.stopped()));
-        accept_loop(&listener, &hub, executor, &done, &killed, stop).await;
+        accept_loop(&listeners, &hub, executor, &done, &killed, stop).await;
 
-        drop(listener);
+        drop(listeners);
         hub.close_all();
         drop(done);
         let flushed = async {
@@ -198,7 +246,7 @@ impl Server {
 }
 
 async fn accept_loop(
-    listener: &Async<TcpListener>,
+    listeners: &Listeners,
     hub: &Arc<Hub>,
     executor: &Executor<'_>,
     done: &Sender<()>,
@@ -214,10 +262,10 @@ async fn accept_loop(
             stop.as_mut().await;
             None
         };
-        let Some(accepted) = stopped.or(async { Some(listener.accept().await) }).await else {
+        let Some(accepted) = stopped.or(async { Some(listeners.accept().await) }).await else {
             return;
         };
-        let (stream, addr) = match accepted {
+        let (stream, addr, tls) = match accepted {
             Ok(accepted) => accepted,
             // Failures of one connection that is already gone: just take the next.
             Err(e)
@@ -251,7 +299,9 @@ async fn accept_loop(
         };
         backoff = Duration::ZERO;
         if let Err(refusal) = hub.admit(addr) {
-            if refusal == Refusal::NotAllowed {
+            // A TLS client is closed without a line: it could not read one before a handshake,
+            // and a refused client gets no handshake.
+            if refusal == Refusal::NotAllowed || tls.is_some() {
                 // Closed without a word: the address lists' refusal tells a scanner nothing.
                 continue;
             }
@@ -288,7 +338,13 @@ async fn accept_loop(
         };
         let killed = killed.clone();
         let task = async move {
-            let serve = connection::serve(&admitted.hub, stream, addr);
+            let serve = async {
+                match tls {
+                    None => connection::serve(&admitted.hub, stream, addr).await,
+                    // Boxed, so a plain client's task stays as small as it was.
+                    Some(tls) => Box::pin(tls::serve(&admitted.hub, tls, stream, addr)).await,
+                }
+            };
             serve
                 .or(async {
                     let _ = killed.recv().await;
@@ -296,6 +352,29 @@ async fn accept_loop(
                 .await;
         };
         executor.spawn(task).detach();
+    }
+}
+
+impl Listeners {
+    /// The next client from either listener; a TLS client comes with what terminates its TLS.
+    async fn accept(&self) -> io::Result<(Async<TcpStream>, SocketAddr, Option<tls::Acceptor>)> {
+        let plain = async {
+            match &self.plain {
+                Some(listener) => listener.accept().await.map(|(s, addr)| (s, addr, None)),
+                None => future::pending().await,
+            }
+        };
+        let tls = async {
+            match &self.tls {
+                Some(listener) => {
+                    let (stream, addr) = listener.accept().await?;
+                    Ok((stream, addr, Some(listener.acceptor())))
+                }
+                None => future::pending().await,
+            }
+        };
+        // In random order, so a flood of connects to one cannot starve the other.
+        future::race(plain, tls).await
     }
 }
 

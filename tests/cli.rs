@@ -141,6 +141,11 @@ fn help_lists_every_flag_with_its_default() -> io::Result<()> {
         "--motd",
         "--motd-file",
         "--backlog",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-port",
+        "--tls-only",
+        "--tls-handshake-timeout",
         "--log-level",
         "-v, --verbose",
         "-q, --quiet",
@@ -183,6 +188,19 @@ fn help_lists_every_flag_with_its_default() -> io::Result<()> {
     }
     let (code, short, _) = run(&["-h"])?;
     assert_eq!((code, short), (Some(0), stdout));
+    Ok(())
+}
+
+#[cfg(not(feature = "tls"))]
+#[test]
+fn tls_flags_say_the_binary_was_built_without_tls() -> io::Result<()> {
+    let (code, _, stderr) = run(&["--tls-cert", "cert.pem", "--tls-key", "key.pem"])?;
+    assert_eq!(code, Some(2), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("smolchat: '--tls-cert': this smolchat was built without TLS support"),
+        "{first}"
+    );
     Ok(())
 }
 

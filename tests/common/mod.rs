@@ -15,6 +15,8 @@ use smolchat::{Config, Handle, Server};
 
 pub mod process;
 pub mod procfs;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod workers;
 
 /// How long any single read may take before the test fails.
@@ -55,6 +57,8 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) -> io::
 /// A server running on its own thread and executor; shut down and joined on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where TLS clients connect, if the config asked for TLS.
+    pub tls_addr: Option<SocketAddr>,
     pub handle: Handle,
     thread: Option<JoinHandle<()>>,
 }
@@ -63,12 +67,14 @@ impl TestServer {
     pub fn start(config: Config) -> TestServer {
         let server = Server::bind("127.0.0.1:0", config).expect("bind 127.0.0.1:0");
         let (addr, handle) = (server.local_addr(), server.handle());
+        let tls_addr = server.tls_addr();
         let thread = std::thread::spawn(move || {
             let ex = Executor::new();
             smol::block_on(ex.run(server.run(&ex, std::future::pending())));
         });
         TestServer {
             addr,
+            tls_addr,
             handle,
             thread: Some(thread),
         }
