@@ -70,9 +70,13 @@
 //! - `handle`, `event`: the host's view: [`Handle`], [`Event`], [`Stats`].
 //! - `config`: [`Config`], every limit with the reason for its default.
 //! - `net`: socket options std lacks (listen backlog, keepalive timing).
+//! - `cluster` (feature `redis`): the link to Redis that lets several nodes act as one chat.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+// A module of its own in the public API: its types only matter to hosts that run a cluster.
+#[cfg(feature = "redis")]
+pub mod cluster;
 mod config;
 mod connection;
 mod event;
