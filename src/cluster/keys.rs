@@ -37,6 +37,11 @@ pub(crate) fn history_key(room: &str) -> String {
     format!("smolchat:history:{room}")
 }
 
+/// A room's line counter: each published line gets the next number.
+pub(crate) fn seq_key(room: &str) -> String {
+    format!("smolchat:seq:{room}")
+}
+
 /// One node's members of one room: a hash of connection id to name, expiring unless renewed.
 pub(crate) fn presence_key(room: &str, node: &NodeId) -> String {
     format!("smolchat:presence:{room}:{node}")
@@ -115,15 +120,23 @@ impl std::str::FromStr for NodeId {
     }
 }
 
-/// A room line as published: `<node> <sender id or -> <line>`; the publish script builds it.
-pub(crate) fn parse_room_payload(payload: &str) -> Option<(NodeId, Option<u64>, &str)> {
+/// A room line as published: `<node> <sender id or -> <seq> <line>`; the publish script
+/// builds it.
+pub(crate) fn parse_room_payload(payload: &str) -> Option<(NodeId, Option<u64>, u64, &str)> {
     let (node, rest) = payload.split_once(' ')?;
-    let (sender, line) = rest.split_once(' ')?;
+    let (sender, rest) = rest.split_once(' ')?;
     let sender = match sender {
         "-" => None,
         id => Some(id.parse().ok()?),
     };
-    Some((node.parse().ok()?, sender, line))
+    let (seq, line) = parse_history_entry(rest)?;
+    Some((node.parse().ok()?, sender, seq, line))
+}
+
+/// A history entry: `<seq> <line>`.
+pub(crate) fn parse_history_entry(entry: &str) -> Option<(u64, &str)> {
+    let (seq, line) = entry.split_once(' ')?;
+    Some((seq.parse().ok()?, line))
 }
 
 /// A claimed name's value: `<node>:<id>:<Name>`.
@@ -149,17 +162,23 @@ mod tests {
 
     #[test]
     fn room_payloads_round_trip_lines_with_spaces() {
-        let payload = format!("{} 42 alice: a b  c\n", node());
+        let payload = format!("{} 42 9 alice: a b  c\n", node());
         assert_eq!(
             parse_room_payload(&payload),
-            Some((node(), Some(42), "alice: a b  c\n"))
+            Some((node(), Some(42), 9, "alice: a b  c\n"))
         );
-        let payload = format!("{} - *** bob joined #lobby\n", node());
+        let payload = format!("{} - 10 *** bob joined #lobby\n", node());
         assert_eq!(
             parse_room_payload(&payload),
-            Some((node(), None, "*** bob joined #lobby\n"))
+            Some((node(), None, 10, "*** bob joined #lobby\n"))
         );
-        for bad in ["", "x", "nothex0000000000 - x", "00112233445566ff x y"] {
+        for bad in [
+            "",
+            "x",
+            "nothex0000000000 - 1 x",
+            "00112233445566ff x 1 y",
+            "00112233445566ff - x y",
+        ] {
             assert_eq!(parse_room_payload(bad), None, "{bad:?}");
         }
     }

@@ -151,6 +151,8 @@ pub enum Incoming {
         origin: NodeId,
         /// The sending connection on `origin`, as given to [`Link::publish`].
         sender: Option<u64>,
+        /// The line's number in its room, as in [`Link::history`]: one more for each line.
+        seq: u64,
         /// The line, as given to [`Link::publish`].
         line: String,
     },
@@ -339,6 +341,8 @@ enum Request {
 enum Subscription {
     Subscribe(String),
     Unsubscribe(String),
+    /// Answered once the changes before it are in effect (a PING's reply follows them).
+    Sync(Sender<()>),
 }
 
 /// How serving a pair of connections ended.
@@ -477,7 +481,10 @@ impl Link {
     pub fn publish(&self, room: &str, sender: Option<u64>, line: &str) -> Result<(), LinkError> {
         let config = &self.inner.shared.config;
         let cmd = self
-            .eval(scripts::PUBLISH, &[&keys::history_key(room)])
+            .eval(
+                scripts::PUBLISH,
+                &[keys::history_key(room), keys::seq_key(room)],
+            )
             .arg(keys::room_channel(room))
             .arg(self.node().as_str())
             .arg(sender.map_or_else(|| "-".to_owned(), |id| id.to_string()))
@@ -692,7 +699,12 @@ impl Link {
         }
     }
 
-    /// A room's history in Redis, oldest first: what every node said there lately.
+    /// A room's history in Redis, oldest first, each line with its number: what every node
+    /// said there lately.
+    ///
+    /// Read it after [`Link::synced`] following the first [`Link::enter`] of a room: every
+    /// later line then arrives as [`Incoming::Room`], and one whose `seq` is at most the last
+    /// number read here is already in the history.
     ///
     /// # Errors
     ///
@@ -702,17 +714,58 @@ impl Link {
     ///
     /// ```no_run
     /// # async fn replay(link: &smolchat::cluster::Link) -> Result<(), smolchat::cluster::LinkError> {
-    /// for line in link.history("lobby").await? {
+    /// for (_seq, line) in link.history("lobby").await? {
     ///     print!("[history] {line}");
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn history(&self, room: &str) -> Result<Vec<String>, LinkError> {
+    pub async fn history(&self, room: &str) -> Result<Vec<(u64, String)>, LinkError> {
         let cmd = Command::new("LRANGE")
             .arg(keys::history_key(room))
             .arg("0")
             .arg("-1");
-        strings(self.request(cmd).await?)
+        strings(self.request(cmd).await?)?
+            .iter()
+            .map(|entry| {
+                let (seq, line) = keys::parse_history_entry(entry).ok_or(LinkError::Unexpected)?;
+                Ok((seq, line.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Completes once every [`Link::enter`] and [`Link::exit`] made before it is in effect at
+    /// Redis: from then on this node receives every line of the rooms it entered.
+    ///
+    /// # Errors
+    ///
+    /// [`LinkError::Down`] if the link is or goes down first; [`LinkError::Busy`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn join(link: &smolchat::cluster::Link) -> Result<(), smolchat::cluster::LinkError> {
+    /// link.enter("attic", 1, "alice");
+    /// link.synced().await?;
+    /// let history = link.history("attic").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn synced(&self) -> Result<(), LinkError> {
+        if !self.is_up() {
+            return Err(LinkError::Down);
+        }
+        let (tx, rx) = async_channel::bounded(1);
+        match self.inner.subs.try_send(Subscription::Sync(tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.lose();
+                return Err(LinkError::Busy);
+            }
+            Err(TrySendError::Closed(_)) => return Err(LinkError::Down),
+        }
+        match rx.recv().await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(LinkError::Down),
+        }
     }
 
     /// The names in a room on every live node, this one included, unsorted.
@@ -1047,11 +1100,21 @@ impl Task {
             }
         };
         let subscriber = async {
+            // Sync requests whose PING was sent, oldest first; each `pong` answers the oldest.
+            let mut syncs: std::collections::VecDeque<Sender<()>> = Default::default();
             loop {
                 let wake = async { SubWake::Reply(sub.reply().await) }
                     .or(async { SubWake::Change(self.subs.recv().await.ok()) })
                     .await;
                 let done = match wake {
+                    SubWake::Reply(Ok(Reply::Array(parts)))
+                        if parts.first().and_then(Reply::text) == Some("pong") =>
+                    {
+                        if let Some(waiter) = syncs.pop_front() {
+                            let _ = waiter.try_send(());
+                        }
+                        Ok(())
+                    }
                     SubWake::Reply(Ok(reply)) => self.dispatch(reply).await,
                     SubWake::Reply(Err(e)) => Err(e),
                     SubWake::Change(Some(Subscription::Subscribe(room))) => {
@@ -1061,6 +1124,10 @@ impl Task {
                     SubWake::Change(Some(Subscription::Unsubscribe(room))) => {
                         let cmd = Command::new("UNSUBSCRIBE").arg(keys::room_channel(&room));
                         sub.send(&cmd.encode()).await
+                    }
+                    SubWake::Change(Some(Subscription::Sync(waiter))) => {
+                        syncs.push_back(waiter);
+                        sub.send(&Command::new("PING").encode()).await
                     }
                     // Every handle is gone; the command side stops the link.
                     SubWake::Change(None) => std::future::pending().await,
@@ -1307,13 +1374,14 @@ impl Task {
             }
             return Ok(());
         } else if let Some(room) = channel.strip_prefix("smolchat:room:") {
-            let Some((origin, sender, line)) = keys::parse_room_payload(payload) else {
+            let Some((origin, sender, seq, line)) = keys::parse_room_payload(payload) else {
                 return Ok(());
             };
             Incoming::Room {
                 room: room.to_owned(),
                 origin,
                 sender,
+                seq,
                 line: line.to_owned(),
             }
         } else {

@@ -14,6 +14,7 @@ use smol::{Executor, Timer};
 use smolchat::{Config, Handle, Server};
 
 pub mod process;
+pub mod redis_server;
 
 /// How long any single read may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
