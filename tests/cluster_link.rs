@@ -487,13 +487,27 @@ fn redis_dropping_a_slow_subscriber_is_a_lost_link_not_a_crash() -> io::Result<(
         let (b, b_in) = Link::connect(ex, url(&redis), slow).await?;
         b.enter("lobby", 1, "bob");
         b.synced().await.expect("up");
-        let line = format!("{}\n", "z".repeat(1000));
-        // B takes nothing meanwhile: 1 MB of lines exceeds its 64 KB allowance at Redis.
-        for _ in 0..1000 {
-            a.publish("lobby", Some(1), &line).expect("up");
+        let mut watcher = Connection::open(&url(&redis), 1 << 20).await?;
+        let subscribers = |list: Reply| list.text().map_or(0, |l| l.lines().count());
+        let pubsub = ["CLIENT", "LIST", "TYPE", "pubsub"];
+        let before = subscribers(call(&mut watcher, &pubsub).await?);
+        assert_eq!(before, 2, "both nodes subscribed");
+        // B takes nothing meanwhile. The kernel's socket buffers absorb megabytes before Redis
+        // buffers anything, so keep going (up to 100 MB) until Redis has dropped B.
+        let line = format!("{}\n", "z".repeat(2000));
+        let mut dropped = false;
+        for _ in 0..100 {
+            for _ in 0..500 {
+                a.publish("lobby", Some(1), &line).expect("up");
+            }
+            // Replies come in order: once this one is here, every line was published.
+            a.history("lobby").await.expect("up");
+            if subscribers(call(&mut watcher, &pubsub).await?) < before {
+                dropped = true;
+                break;
+            }
         }
-        // Replies come in order: once this one is here, every line was published.
-        a.history("lobby").await.expect("up");
+        assert!(dropped, "redis never dropped the slow subscriber");
         until(&b_in, "b down", |m| (m == Incoming::Down).then_some(())).await?;
         until(&b_in, "b up", |m| (m == Incoming::Up).then_some(())).await?;
         assert!(b.is_up());
