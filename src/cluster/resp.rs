@@ -14,7 +14,7 @@ use std::fmt;
 /// use smolchat::cluster::Command;
 ///
 /// let cmd = Command::new("SET").arg("k").arg(b"v\r\n").arg(30.to_string());
-/// assert_eq!(cmd.encode(), b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$2\r\n30\r\n");
+/// assert_eq!(cmd.encode(), b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$2\r\n30\r\n");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Command {
