@@ -516,6 +516,31 @@ fn redis_dropping_a_slow_subscriber_is_a_lost_link_not_a_crash() -> io::Result<(
 }
 
 #[test]
+fn timings_that_do_not_fit_together_are_refused() -> io::Result<()> {
+    // Checked before connecting: no Redis needed, and none is at this address.
+    let url: RedisUrl = "redis://127.0.0.1:1".parse().expect("a valid URL");
+    run(|ex| async move {
+        for config in [
+            LinkConfig {
+                node_timeout: Duration::from_millis(300),
+                ..fast()
+            },
+            LinkConfig {
+                node_timeout: Duration::from_secs(6),
+                ..fast()
+            },
+            LinkConfig { queue: 0, ..fast() },
+        ] {
+            let err = Link::connect(ex, url.clone(), config)
+                .await
+                .expect_err("refused");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        }
+        Ok(())
+    })
+}
+
+#[test]
 fn debug_output_never_shows_the_password() -> io::Result<()> {
     let redis = RedisServer::start(&["--requirepass", "hunter2"])?;
     run(|ex| async move {
