@@ -9,7 +9,7 @@
 //! and a full queue means Redis is not keeping up, which is handled as a lost link rather than
 //! by queueing more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1054,6 +1054,10 @@ impl Task {
             let config = &self.shared.config;
             let mut next_beat = Instant::now() + config.heartbeat;
             let mut next_renew = Instant::now() + config.renew_every();
+            // News found by the heartbeat, waiting for room in `incoming`: never awaited here,
+            // so a hub that is slow to drain cannot stop this node's heartbeat. At most one
+            // entry per name and per node, so bounded.
+            let mut news: VecDeque<Incoming> = VecDeque::new();
             loop {
                 let wake = async { Wake::Request(self.requests.recv().await.ok()) }
                     .or(async {
@@ -1091,17 +1095,27 @@ impl Task {
                         if renew {
                             next_renew = Instant::now() + config.renew_every();
                         }
-                        self.beat(cmd, renew).await
+                        self.beat(cmd, renew, &mut news).await
                     }
                 };
                 if done.is_err() {
                     return Ended::Lost;
                 }
+                while let Some(message) = news.pop_front() {
+                    match self.incoming.try_send(message) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(message)) => {
+                            news.push_front(message);
+                            break;
+                        }
+                        Err(TrySendError::Closed(_)) => return Ended::Lost,
+                    }
+                }
             }
         };
         let subscriber = async {
             // Sync requests whose PING was sent, oldest first; each `pong` answers the oldest.
-            let mut syncs: std::collections::VecDeque<Sender<()>> = Default::default();
+            let mut syncs: VecDeque<Sender<()>> = VecDeque::new();
             loop {
                 let wake = async { SubWake::Reply(sub.reply().await) }
                     .or(async { SubWake::Change(self.subs.recv().await.ok()) })
@@ -1181,7 +1195,12 @@ impl Task {
     }
 
     /// The periodic work: announce this node, renew names and presence, notice lost nodes.
-    async fn beat(&self, cmd: &mut Connection, renew: bool) -> io::Result<()> {
+    async fn beat(
+        &self,
+        cmd: &mut Connection,
+        renew: bool,
+        news: &mut VecDeque<Incoming>,
+    ) -> io::Result<()> {
         self.heartbeat(cmd).await?;
         if renew {
             let (names, rooms) = {
@@ -1208,7 +1227,7 @@ impl Task {
                         id,
                         name: name.to_owned(),
                     };
-                    self.incoming.send(lost).await.map_err(|_| closed())?;
+                    news.push_back(lost);
                 }
             }
             let ttl = millis(self.shared.config.presence_ttl());
@@ -1251,7 +1270,7 @@ impl Task {
                 members.extend(names.into_iter().map(|name| (room.clone(), name)));
             }
             let lost = Incoming::NodeLost { node, members };
-            self.incoming.send(lost).await.map_err(|_| closed())?;
+            news.push_back(lost);
         }
         Ok(())
     }
