@@ -5,6 +5,7 @@ mod common;
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_channel::Receiver;
@@ -84,12 +85,13 @@ async fn call(conn: &mut Connection, args: &[&str]) -> io::Result<Reply> {
     within("a reply", conn.call(&cmd)).await?
 }
 
-/// Runs `test` on an executor that the links' tasks run on too.
+/// Runs `test` on an executor that the links' tasks run on too; dropping the executor at the
+/// end drops those tasks and their connections.
 fn run<F: Future<Output = io::Result<()>>>(
-    test: impl FnOnce(&'static Executor<'static>) -> F,
+    test: impl FnOnce(Arc<Executor<'static>>) -> F,
 ) -> io::Result<()> {
-    let ex: &'static Executor<'static> = Box::leak(Box::new(Executor::new()));
-    smol::block_on(ex.run(test(ex)))
+    let ex = Arc::new(Executor::new());
+    smol::block_on(ex.run(test(ex.clone())))
 }
 
 #[test]
@@ -182,7 +184,7 @@ fn an_oversized_reply_drops_the_link_which_comes_back() -> io::Result<()> {
             max_reply: 1024,
             ..fast()
         };
-        let (link, incoming) = Link::connect(ex, url(&redis), config).await?;
+        let (link, incoming) = Link::connect(&ex, url(&redis), config).await?;
         let line = format!("{}\n", "y".repeat(600));
         link.publish("big", None, &line).expect("up");
         link.publish("big", None, &line).expect("up");
@@ -199,8 +201,8 @@ fn an_oversized_reply_drops_the_link_which_comes_back() -> io::Result<()> {
 fn every_node_sees_a_rooms_lines_in_one_order() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     run(|ex| async move {
-        let (a, a_in) = Link::connect(ex, url(&redis), fast()).await?;
-        let (b, b_in) = Link::connect(ex, url(&redis), fast()).await?;
+        let (a, a_in) = Link::connect(&ex, url(&redis), fast()).await?;
+        let (b, b_in) = Link::connect(&ex, url(&redis), fast()).await?;
         a.enter("lobby", 1, "alice");
         b.enter("lobby", 1, "bob");
         a.synced().await.expect("up");
@@ -250,8 +252,8 @@ fn every_node_sees_a_rooms_lines_in_one_order() -> io::Result<()> {
 fn a_node_receives_only_the_rooms_it_has_members_in() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     run(|ex| async move {
-        let (a, a_in) = Link::connect(ex, url(&redis), fast()).await?;
-        let (b, b_in) = Link::connect(ex, url(&redis), fast()).await?;
+        let (a, a_in) = Link::connect(&ex, url(&redis), fast()).await?;
+        let (b, b_in) = Link::connect(&ex, url(&redis), fast()).await?;
         a.enter("lobby", 1, "alice");
         a.enter("attic", 2, "carol");
         b.enter("lobby", 1, "bob");
@@ -285,8 +287,8 @@ fn a_node_receives_only_the_rooms_it_has_members_in() -> io::Result<()> {
 fn names_are_claimed_once_across_nodes_whatever_their_case() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     run(|ex| async move {
-        let (a, _a_in) = Link::connect(ex, url(&redis), fast()).await?;
-        let (b, _b_in) = Link::connect(ex, url(&redis), fast()).await?;
+        let (a, _a_in) = Link::connect(&ex, url(&redis), fast()).await?;
+        let (b, _b_in) = Link::connect(&ex, url(&redis), fast()).await?;
         assert_eq!(a.claim("Alice", 7).await, Ok(Claim::Claimed));
         assert_eq!(b.claim("aLiCe", 1).await, Ok(Claim::Taken));
         let owner = b.lookup("ALICE").await.expect("up").expect("an owner");
@@ -319,8 +321,8 @@ fn names_are_claimed_once_across_nodes_whatever_their_case() -> io::Result<()> {
 fn presence_lists_every_nodes_members() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     run(|ex| async move {
-        let (a, _a_in) = Link::connect(ex, url(&redis), fast()).await?;
-        let (b, _b_in) = Link::connect(ex, url(&redis), fast()).await?;
+        let (a, _a_in) = Link::connect(&ex, url(&redis), fast()).await?;
+        let (b, _b_in) = Link::connect(&ex, url(&redis), fast()).await?;
         a.enter("lobby", 1, "alice");
         b.enter("lobby", 1, "bob");
         b.enter("attic", 2, "carol");
@@ -348,8 +350,8 @@ fn presence_lists_every_nodes_members() -> io::Result<()> {
 fn direct_payloads_reach_the_named_node() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     run(|ex| async move {
-        let (a, _a_in) = Link::connect(ex, url(&redis), fast()).await?;
-        let (b, b_in) = Link::connect(ex, url(&redis), fast()).await?;
+        let (a, _a_in) = Link::connect(&ex, url(&redis), fast()).await?;
+        let (b, b_in) = Link::connect(&ex, url(&redis), fast()).await?;
         a.direct(b.node(), "pm 1 alice psst").expect("up");
         let (origin, payload) = until(&b_in, "a direct payload", |m| match m {
             Incoming::Direct { origin, payload } => Some((origin, payload)),
@@ -365,8 +367,8 @@ fn direct_payloads_reach_the_named_node() -> io::Result<()> {
 fn a_killed_nodes_users_leave_and_its_names_become_free() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     run(|ex| async move {
-        let (a, a_in) = Link::connect(ex, url(&redis), fast()).await?;
-        let (b, b_in) = Link::connect(ex, url(&redis), fast()).await?;
+        let (a, a_in) = Link::connect(&ex, url(&redis), fast()).await?;
+        let (b, b_in) = Link::connect(&ex, url(&redis), fast()).await?;
         assert_eq!(a.claim("carol", 3).await, Ok(Claim::Claimed));
         a.enter("lobby", 3, "carol");
         b.enter("lobby", 1, "bob");
@@ -408,8 +410,8 @@ fn a_killed_nodes_users_leave_and_its_names_become_free() -> io::Result<()> {
 fn closing_a_link_frees_its_names_and_presence_at_once() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     run(|ex| async move {
-        let (a, _a_in) = Link::connect(ex, url(&redis), fast()).await?;
-        let (b, _b_in) = Link::connect(ex, url(&redis), fast()).await?;
+        let (a, _a_in) = Link::connect(&ex, url(&redis), fast()).await?;
+        let (b, _b_in) = Link::connect(&ex, url(&redis), fast()).await?;
         assert_eq!(a.claim("dave", 1).await, Ok(Claim::Claimed));
         a.enter("lobby", 1, "dave");
         within("close", a.close()).await?;
@@ -424,8 +426,8 @@ fn the_link_comes_back_after_redis_restarts() -> io::Result<()> {
     let mut redis = RedisServer::start(&[])?;
     let url = url(&redis);
     run(|ex| async move {
-        let (a, a_in) = Link::connect(ex, url.clone(), fast()).await?;
-        let (b, b_in) = Link::connect(ex, url, fast()).await?;
+        let (a, a_in) = Link::connect(&ex, url.clone(), fast()).await?;
+        let (b, b_in) = Link::connect(&ex, url, fast()).await?;
         assert_eq!(a.claim("erin", 5).await, Ok(Claim::Claimed));
         a.enter("lobby", 5, "erin");
         b.enter("lobby", 1, "bob");
@@ -459,7 +461,7 @@ fn a_name_someone_else_holds_now_is_reported_lost() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     let url = url(&redis);
     run(|ex| async move {
-        let (a, a_in) = Link::connect(ex, url.clone(), fast()).await?;
+        let (a, a_in) = Link::connect(&ex, url.clone(), fast()).await?;
         assert_eq!(a.claim("gina", 9).await, Ok(Claim::Claimed));
         // As if the name had expired while Redis was unreachable and another node took it:
         // the next renewal (or the claim after a reconnect, the same script) finds it gone.
@@ -479,12 +481,12 @@ fn a_name_someone_else_holds_now_is_reported_lost() -> io::Result<()> {
 fn redis_dropping_a_slow_subscriber_is_a_lost_link_not_a_crash() -> io::Result<()> {
     let redis = RedisServer::start(&["--client-output-buffer-limit", "pubsub", "64kb", "0", "0"])?;
     run(|ex| async move {
-        let (a, _a_in) = Link::connect(ex, url(&redis), fast()).await?;
+        let (a, _a_in) = Link::connect(&ex, url(&redis), fast()).await?;
         let slow = LinkConfig {
             incoming: 1,
             ..fast()
         };
-        let (b, b_in) = Link::connect(ex, url(&redis), slow).await?;
+        let (b, b_in) = Link::connect(&ex, url(&redis), slow).await?;
         b.enter("lobby", 1, "bob");
         b.synced().await.expect("up");
         let mut watcher = Connection::open(&url(&redis), 1 << 20).await?;
@@ -531,7 +533,7 @@ fn timings_that_do_not_fit_together_are_refused() -> io::Result<()> {
             },
             LinkConfig { queue: 0, ..fast() },
         ] {
-            let err = Link::connect(ex, url.clone(), config)
+            let err = Link::connect(&ex, url.clone(), config)
                 .await
                 .expect_err("refused");
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
@@ -548,7 +550,7 @@ fn debug_output_never_shows_the_password() -> io::Result<()> {
             .parse()
             .expect("a valid URL");
         let conn = Connection::open(&url, 1 << 20).await?;
-        let (link, _incoming) = Link::connect(ex, url.clone(), fast()).await?;
+        let (link, _incoming) = Link::connect(&ex, url.clone(), fast()).await?;
         for shown in [
             format!("{url:?}"),
             format!("{url}"),
@@ -560,7 +562,9 @@ fn debug_output_never_shows_the_password() -> io::Result<()> {
         let wrong: RedisUrl = format!("redis://:hunter3@127.0.0.1:{}", redis.port)
             .parse()
             .expect("a valid URL");
-        let err = Link::connect(ex, wrong, fast()).await.expect_err("refused");
+        let err = Link::connect(&ex, wrong, fast())
+            .await
+            .expect_err("refused");
         assert!(!format!("{err} {err:?}").contains("hunter3"), "{err}");
         Ok(())
     })
