@@ -134,7 +134,10 @@ fn commands_round_trip_every_reply_kind() -> io::Result<()> {
 
 #[test]
 fn the_url_logs_in_as_its_user_and_selects_its_database() -> io::Result<()> {
-    let redis = RedisServer::start(&["--user", "chat", "on", ">s3cret", "~*", "&*", "+@all"])?;
+    let redis = RedisServer::start(&[
+        "--user", "chat", "on", ">s3cret", "~*", "&*", "+@all", "--user", "bot", "on", "nopass",
+        "~*", "&*", "+@all",
+    ])?;
     smol::block_on(async {
         let good: RedisUrl = format!("redis://chat:s3cret@127.0.0.1:{}/3", redis.port)
             .parse()
@@ -153,6 +156,17 @@ fn the_url_logs_in_as_its_user_and_selects_its_database() -> io::Result<()> {
         };
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
         assert!(!e.to_string().contains("wrong-pass"), "{e}");
+
+        // A user without a password: an ACL `nopass` user.
+        let nopass: RedisUrl = format!("redis://bot@127.0.0.1:{}", redis.port)
+            .parse()
+            .expect("a valid URL");
+        let mut conn = Connection::open(&nopass, 1 << 20).await?;
+        let info = call(&mut conn, &["CLIENT", "INFO"]).await?;
+        assert!(
+            info.text().expect("text").contains(" user=bot "),
+            "{info:?}"
+        );
 
         let no_db: RedisUrl = format!("redis://chat:s3cret@127.0.0.1:{}/99", redis.port)
             .parse()
@@ -218,14 +232,21 @@ fn every_node_sees_a_rooms_lines_in_one_order() -> io::Result<()> {
         for incoming in [&a_in, &b_in] {
             let mut lines = Vec::new();
             while lines.len() < 400 {
-                let (room, seq, line) = until(incoming, "a room line", |m| match m {
-                    Incoming::Room {
-                        room, seq, line, ..
-                    } => Some((room, seq, line)),
-                    _ => None,
-                })
-                .await?;
+                let (room, origin, sender, seq, line) =
+                    until(incoming, "a room line", |m| match m {
+                        Incoming::Room {
+                            room,
+                            origin,
+                            sender,
+                            seq,
+                            line,
+                        } => Some((room, origin, sender, seq, line)),
+                        _ => None,
+                    })
+                    .await?;
                 assert_eq!((room.as_str(), seq), ("lobby", lines.len() as u64 + 1));
+                let from = if line.starts_with("alice") { &a } else { &b };
+                assert_eq!((&origin, sender), (from.node(), Some(1)));
                 lines.push(line);
             }
             seen.push(lines);

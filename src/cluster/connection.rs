@@ -69,12 +69,14 @@ impl Connection {
                 chunk: vec![0; READ_CHUNK].into_boxed_slice(),
                 max_reply,
             };
-            if let Some(password) = &url.password {
+            if url.user.is_some() || url.password.is_some() {
                 let mut auth = Command::new("AUTH");
                 if let Some(user) = &url.user {
                     auth = auth.arg(user);
                 }
-                conn.login(auth.arg(password.expose()), "AUTH").await?;
+                // A user without a password is an ACL `nopass` user: any password will do.
+                let password = url.password.as_ref().map_or("", |p| p.expose());
+                conn.login(auth.arg(password), "AUTH").await?;
             }
             if url.db != 0 {
                 let select = Command::new("SELECT").arg(url.db.to_string());

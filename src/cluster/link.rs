@@ -100,6 +100,11 @@ impl LinkConfig {
             // A lost node's presence (kept for two name_ttl) must outlive its detection, so
             // the others can still read whom they lost.
             Some("node_timeout must be shorter than two name_ttl")
+        } else if self.history_ttl < Duration::from_secs(1)
+            || self.reply_timeout.is_zero()
+            || self.max_backoff < FIRST_BACKOFF
+        {
+            Some("history_ttl must be at least 1 s, reply_timeout above 0, max_backoff at least 100 ms")
         } else if self.queue == 0 || self.incoming == 0 {
             Some("queue and incoming must be at least 1")
         } else if self.max_reply < 1024 {

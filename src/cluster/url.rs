@@ -23,7 +23,8 @@ pub struct RedisUrl {
     pub host: String,
     /// TCP port (default 6379).
     pub port: u16,
-    /// ACL user for `AUTH user password`; `None` with a password means `AUTH password`.
+    /// ACL user for `AUTH user password`; `None` with a password means `AUTH password`, and a
+    /// user without a password logs in as an ACL `nopass` user.
     pub user: Option<String>,
     /// Password, if any: sent once in `AUTH`, never shown.
     pub password: Option<Password>,
