@@ -1064,16 +1064,24 @@ impl Task {
             // entry per name and per node, so bounded.
             let mut news: VecDeque<Incoming> = VecDeque::new();
             loop {
-                let wake = async { Wake::Request(self.requests.recv().await.ok()) }
-                    .or(async {
-                        let _ = self.kick.recv().await;
-                        Wake::Kick
-                    })
-                    .or(async {
-                        Timer::at(next_beat).await;
-                        Wake::Beat
-                    })
-                    .await;
+                // `or` prefers its first future: checked first, a steady stream of requests can
+                // neither delay the heartbeat nor hide a full queue.
+                let wake = if self.kick.try_recv().is_ok() {
+                    Wake::Kick
+                } else if Instant::now() >= next_beat {
+                    Wake::Beat
+                } else {
+                    async { Wake::Request(self.requests.recv().await.ok()) }
+                        .or(async {
+                            let _ = self.kick.recv().await;
+                            Wake::Kick
+                        })
+                        .or(async {
+                            Timer::at(next_beat).await;
+                            Wake::Beat
+                        })
+                        .await
+                };
                 let done = match wake {
                     Wake::Request(Some(Request::Call(first, reply))) => {
                         match self.batch(cmd, first, reply).await {
@@ -1094,6 +1102,12 @@ impl Task {
                     // Every handle was dropped without `close`: stop as a crashed node would.
                     Wake::Request(None) => return Ended::Closed,
                     Wake::Kick => Err(io::Error::other("outgoing queue full")),
+                    // Late by a whole node_timeout (this process or Redis stalled): the other
+                    // nodes have taken this one for lost, so it is lost; the reconnection
+                    // brings it back with Incoming::Up, which the hub answers as after any loss.
+                    Wake::Beat if next_beat.elapsed() > config.node_timeout - config.heartbeat => {
+                        Err(io::Error::other("heartbeat stalled"))
+                    }
                     Wake::Beat => {
                         next_beat = Instant::now() + config.heartbeat;
                         let renew = Instant::now() >= next_renew;
@@ -1122,9 +1136,16 @@ impl Task {
             // Sync requests whose PING was sent, oldest first; each `pong` answers the oldest.
             let mut syncs: VecDeque<Sender<()>> = VecDeque::new();
             loop {
-                let wake = async { SubWake::Reply(sub.reply().await) }
-                    .or(async { SubWake::Change(self.subs.recv().await.ok()) })
-                    .await;
+                // Changes first: with a steady stream of messages, `or` would always pick the
+                // reply and a room's subscription could wait indefinitely.
+                let wake = match self.subs.try_recv() {
+                    Ok(change) => SubWake::Change(Some(change)),
+                    Err(_) => {
+                        async { SubWake::Reply(sub.reply().await) }
+                            .or(async { SubWake::Change(self.subs.recv().await.ok()) })
+                            .await
+                    }
+                };
                 let done = match wake {
                     SubWake::Reply(Ok(Reply::Array(parts)))
                         if parts.first().and_then(Reply::text) == Some("pong") =>
