@@ -435,7 +435,10 @@ fn closing_a_link_frees_its_names_and_presence_at_once() -> io::Result<()> {
         let (b, _b_in) = Link::connect(&ex, url(&redis), fast()).await?;
         assert_eq!(a.claim("dave", 1).await, Ok(Claim::Claimed));
         a.enter("lobby", 1, "dave");
+        let a2 = a.clone();
         within("close", a.close()).await?;
+        assert!(!a2.is_up(), "closed for every handle");
+        assert_eq!(a2.publish("lobby", Some(1), "late\n"), Err(LinkError::Down));
         assert_eq!(b.claim("dave", 2).await, Ok(Claim::Claimed));
         assert_eq!(b.who("lobby").await.expect("up"), Vec::<String>::new());
         Ok(())

@@ -935,12 +935,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 impl Task {
     async fn run(self, mut cmd: Connection, mut sub: Connection) {
         loop {
-            match self.serve(&mut cmd, &mut sub).await {
-                Ended::Closed => return,
-                Ended::Lost => {}
-            }
+            let ended = self.serve(&mut cmd, &mut sub).await;
             drop((cmd, sub));
             self.shared.up.store(false, Ordering::Release);
+            if let Ended::Closed = ended {
+                return;
+            }
             if self.incoming.send(Incoming::Down).await.is_err() {
                 return;
             }
@@ -1351,6 +1351,8 @@ impl Task {
 
     /// Leaves cleanly: this node's names and presence go, the others hear `bye`.
     async fn leave(&self, cmd: &mut Connection) {
+        // Before `close` returns: no handle may count on the link after that.
+        self.shared.up.store(false, Ordering::Release);
         let node = &self.shared.node;
         let (names, rooms) = {
             let mut registry = self.shared.registry();
