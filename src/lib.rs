@@ -82,8 +82,13 @@
 //! - `net`: socket options std lacks (listen backlog, keepalive timing, TCP user timeout).
 //! - `tls`: TLS termination (the `tls` feature): certificate loading, handshake, and a pump
 //!   that serves a TLS client's connection over a Unix socket pair.
+//! - `cluster` (feature `redis`): the link to Redis that lets several nodes act as one chat.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+// A module of its own in the public API: its types only matter to hosts that run a cluster.
+#[cfg(feature = "redis")]
+pub mod cluster;
 
 mod auth;
 mod cidr;

@@ -15,6 +15,7 @@ use smolchat::{Config, Handle, Server};
 
 pub mod process;
 pub mod procfs;
+pub mod redis_server;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod workers;
