@@ -53,6 +53,10 @@ pub struct Config {
     /// How long a client's socket may accept nothing before the client is dropped (default 30 s).
     /// Frees the queue and socket of peers that vanished or stopped reading.
     pub write_timeout: Duration,
+    /// Longest a recipient may hold its senders back before it is dropped as too slow
+    /// (default 2 s). While a recipient's queue is over its bound the server stops reading the
+    /// clients that send to it, so this bounds the longest pause one member can cause a room.
+    pub stall_timeout: Duration,
     /// How long a line may stay unfinished (default 60 s). Drops clients that trickle bytes
     /// without ever ending a line (slowloris); silence between lines never times out.
     pub partial_line_timeout: Duration,
@@ -175,6 +179,7 @@ impl Default for Config {
             flood_burst: 5,
             flood_rate: 2.0,
             write_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(2),
             partial_line_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             keepalive: Some(Duration::from_secs(60)),
@@ -200,6 +205,7 @@ impl fmt::Debug for Config {
             .field("flood_burst", &self.flood_burst)
             .field("flood_rate", &self.flood_rate)
             .field("write_timeout", &self.write_timeout)
+            .field("stall_timeout", &self.stall_timeout)
             .field("partial_line_timeout", &self.partial_line_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("keepalive", &self.keepalive)
