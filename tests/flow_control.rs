@@ -324,6 +324,46 @@ fn a_reader_slower_than_its_room_is_dropped_within_the_stall_timeout() -> io::Re
 }
 
 #[test]
+fn a_reader_at_the_promised_rate_is_never_dropped_and_gets_every_line() -> io::Result<()> {
+    let _one = one_at_a_time();
+    // queue_bytes / stall_timeout is 32 KB/s; this reader reads 48 KB/s for 5 s while one
+    // sender writes flat out, so the sender is paced to it, then reads the rest at full speed.
+    const PER_SENDER: u64 = 40_000;
+    let server = TestServer::start(Config {
+        queue_bytes: 64 * 1024,
+        stall_timeout: STALL,
+        history: 0,
+        ..config()
+    });
+    let sender = Member::connect(server.addr)?;
+    let fast = Member::connect(server.addr)?;
+    let epoch = Instant::now();
+    let steady = Member::connect_with(LOCALHOST, server.addr, Some(SMALL_BUFFER))?.throttle_until(
+        48_000.0,
+        1024,
+        epoch + Duration::from_secs(5),
+    );
+    let senders = vec![sender.name.clone()];
+    let deadline = epoch + Duration::from_secs(40);
+    let writer = {
+        let mut stream = sender.sender()?;
+        thread::spawn(move || traffic::send_flat_out(&mut stream, PER_SENDER, LINE, epoch))
+    };
+    let readers = [fast, steady]
+        .into_iter()
+        .map(|mut member| {
+            let senders = senders.clone();
+            thread::spawn(move || member.receive_all(&senders, PER_SENDER, epoch, None, deadline))
+        })
+        .collect();
+    let seen = join_all(readers)?;
+    writer.join().expect("sender thread panicked")?;
+    eprintln!("the room's longest pause {:.2?}", seen[0].longest_gap);
+    assert_eq!(server.handle.stats().dropped_slow, 0);
+    Ok(())
+}
+
+#[test]
 fn trickling_readers_cannot_hold_a_busy_room_back() -> io::Result<()> {
     let _one = one_at_a_time();
     const TRICKLERS: usize = 16;
@@ -399,8 +439,9 @@ fn trickling_readers_cannot_hold_a_busy_room_back() -> io::Result<()> {
 fn shutdown_while_senders_are_held_back_completes_within_the_grace_period() -> io::Result<()> {
     let _one = one_at_a_time();
     const GRACE: Duration = Duration::from_secs(1);
-    // 16 KB/s is at least queue_bytes / stall_timeout, so the slow reader is kept and the
-    // sender paced to it for as long as the test needs.
+    // A reader at 48 KB/s, over queue_bytes / stall_timeout (6.5 KB/s), is kept, and a sender
+    // writing flat out is paced to it for as long as the test needs: a lasting state to shut
+    // down in, where a member that never reads would be dropped within a second or two.
     let server = TestServer::start(Config {
         queue_bytes: 64 * 1024,
         stall_timeout: Duration::from_secs(10),
@@ -411,7 +452,7 @@ fn shutdown_while_senders_are_held_back_completes_within_the_grace_period() -> i
     let sender = Member::connect(server.addr)?;
     let mut fast = Member::connect(server.addr)?;
     let mut slow =
-        Member::connect_with(LOCALHOST, server.addr, Some(SMALL_BUFFER))?.throttle(16_000.0, 1024);
+        Member::connect_with(LOCALHOST, server.addr, Some(SMALL_BUFFER))?.throttle(48_000.0, 1024);
 
     let epoch = Instant::now();
     let deadline = epoch + Duration::from_secs(30);
@@ -423,36 +464,55 @@ fn shutdown_while_senders_are_held_back_completes_within_the_grace_period() -> i
             sending.store(false, Ordering::Relaxed);
         })
     };
-    // Microseconds after the epoch at which the fast member last received a line.
-    let last_line = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
     let reader = {
-        let last_line = last_line.clone();
+        let received = received.clone();
         thread::spawn(move || {
-            while Instant::now() < deadline && fast.line().is_ok() {
-                last_line.store(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+            while Instant::now() < deadline {
+                match fast.line() {
+                    Ok(line) => received.fetch_add(line.len() as u64 + 1, Ordering::Relaxed),
+                    Err(_) => break,
+                };
             }
         })
     };
-    let slow_reader =
-        thread::spawn(move || while Instant::now() < deadline && slow.line().is_ok() {});
+    let done = Arc::new(AtomicBool::new(false));
+    let slow_reader = {
+        let done = done.clone();
+        thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) && Instant::now() < deadline && slow.line().is_ok()
+            {
+            }
+        })
+    };
 
-    // Held back: the fast member hears nothing for a second while the sender is mid-flood.
+    // Held back: while the sender is mid-flood, the fast member gets less in a second than an
+    // unpaced room delivers in a few milliseconds.
+    let mut window = std::collections::VecDeque::from([(Instant::now(), 0)]);
     let held_back = loop {
-        let last = last_line.load(Ordering::Relaxed);
-        let quiet = epoch.elapsed().saturating_sub(Duration::from_micros(last));
-        if last > 0 && quiet >= Duration::from_secs(1) && sending.load(Ordering::Relaxed) {
-            break true;
+        thread::sleep(Duration::from_millis(50));
+        let now = (Instant::now(), received.load(Ordering::Relaxed));
+        while window.len() > 1 && now.0 - window[1].0 >= Duration::from_secs(1) {
+            window.pop_front();
+        }
+        let (then, before) = window[0];
+        window.push_back(now);
+        let flowing = now.1 - before;
+        if now.0 - then >= Duration::from_secs(1) && before > 0 && flowing < 200_000 {
+            break sending.load(Ordering::Relaxed);
         }
         if epoch.elapsed() > Duration::from_secs(10) || !sending.load(Ordering::Relaxed) {
             break false;
         }
-        thread::sleep(Duration::from_millis(20));
     };
+    let dropped = server.handle.stats().dropped_slow;
     let took = server.stop_within(GRACE + Duration::from_secs(2));
+    done.store(true, Ordering::Relaxed);
     drop(sender);
     for thread in [writer, reader, slow_reader] {
         thread.join().expect("client thread panicked");
     }
+    assert_eq!(dropped, 0, "the slow reader, at 48 KB/s, was dropped");
     assert!(held_back, "the sender was never held back");
     eprintln!("shutdown took {:.2?}", took?);
     Ok(())

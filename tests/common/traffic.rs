@@ -45,13 +45,16 @@ pub fn connect_from(
 pub struct Throttled {
     stream: TcpStream,
     rate: Option<f64>,
+    /// When the rate stops applying, if ever.
+    until: Option<Instant>,
     since: Instant,
     taken: f64,
 }
 
 impl Read for Throttled {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(rate) = self.rate else {
+        let over = self.until.is_some_and(|until| Instant::now() >= until);
+        let Some(rate) = self.rate.filter(|_| !over) else {
             return self.stream.read(buf);
         };
         // Sleeps at most one byte's worth of time per call: bounded for any rate.
@@ -114,6 +117,7 @@ impl Member {
                 Throttled {
                     stream,
                     rate: None,
+                    until: None,
                     since: Instant::now(),
                     taken: 0.0,
                 },
@@ -140,6 +144,12 @@ impl Member {
         };
         member.set_rate(Some(bytes_per_sec));
         member
+    }
+
+    /// Reads at `bytes_per_sec` until `until`, then as fast as the socket gives.
+    pub fn throttle_until(mut self, bytes_per_sec: f64, buffer: usize, until: Instant) -> Member {
+        self.reader.get_mut().until = Some(until);
+        self.throttle(bytes_per_sec, buffer)
     }
 
     /// Changes the read rate (`None`: as fast as the socket gives).
