@@ -25,7 +25,7 @@ use crate::config::{Draft, Verdict};
 use crate::event::{LeaveReason, Refusal};
 use crate::framing::{Frame, Framer};
 use crate::hub::{Hub, Id, OperError, Refused};
-use crate::outbox::{cost, outbox, Backlog, Inbox, Item, Limits, Outbox};
+use crate::outbox::{cost, outbox, Backlog, Inbox, Item, Limits, Outbox, RETRY};
 use crate::protocol::{self, CommandError, Input};
 use crate::sanitize::sanitize;
 use crate::Config;
@@ -433,11 +433,18 @@ where
                 inbox.blocked();
                 let wait_until = Instant::now() + timeout;
                 let wait_until = deadline.map_or(wait_until, |d| d.min(wait_until));
-                let writable = Box::pin(stream.writable().or(timeout_at(wait_until)));
-                writable.await.map_err(|e| match e.kind() {
-                    io::ErrorKind::TimedOut => LeaveReason::WriteTimeout,
-                    _ => io_reason(e),
-                })?;
+                // A congested client's socket is tried again every `RETRY` (see there).
+                let retry = inbox.is_congested().then(|| Instant::now() + RETRY);
+                let wake = retry.map_or(wait_until, |retry| retry.min(wait_until));
+                match Box::pin(stream.writable().or(timeout_at(wake))).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        if Instant::now() >= wait_until {
+                            return Err(LeaveReason::WriteTimeout);
+                        }
+                    }
+                    Err(e) => return Err(io_reason(e)),
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_reason(e)),

@@ -9,6 +9,11 @@ use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
 
 use crate::Config;
 
+/// Kernel send buffer of a client socket (the kernel doubles it for its bookkeeping): room for
+/// a burst of chat lines, small enough that how fast a client reads shows within a second. At a
+/// 100 ms round trip it still carries over a megabyte a second to one client.
+const SEND_BUFFER: usize = 128 * 1024;
+
 /// Keepalive probes sent before a silent peer is declared gone.
 const KEEPALIVE_PROBES: u32 = 4;
 
@@ -48,6 +53,10 @@ pub(crate) fn configure(stream: &TcpStream, config: &Config) {
     if config.nodelay {
         let _ = stream.set_nodelay(true);
     }
+    // Flow control judges a client by how fast its socket takes data; a kernel buffer of
+    // megabytes (TCP autotunes up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB here) would hide for
+    // seconds that a client reads slowly or not at all.
+    let _ = sockopt::set_socket_send_buffer_size(stream, SEND_BUFFER);
     let user_timeout = u32::try_from(user_timeout(config).as_millis()).unwrap_or(u32::MAX);
     let _ = sockopt::set_tcp_user_timeout(stream, user_timeout);
     if let Some(idle) = config.keepalive {

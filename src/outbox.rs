@@ -30,15 +30,22 @@ use crate::Config;
 /// A queued item: a line's bytes (a line is shared by every recipient; see [`line`]).
 pub(crate) type Item = Arc<[u8]>;
 
-/// How long a recipient's socket may accept nothing, while lines wait for it, before it counts
-/// as not reading at all: far longer than a healthy reader ever blocks, short enough that a room
-/// barely notices the pause.
-const NO_PROGRESS: Duration = Duration::from_secs(1);
+/// Bytes a socket may take in one go: the kernel queues a write as a segment of up to 64 KiB
+/// and frees room for the next only as the client reads most of it, so a client reading at a
+/// steady modest rate shows its progress in steps this big. The drain-rate judgement allows
+/// for one.
+const GRAIN: u64 = 64 * 1024;
 
-/// How long a drain rate is measured before it is trusted; also how often a paced sender looks
-/// at its recipient again.
+/// How long a congested client's drain rate is measured before it is trusted.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 const RECHECK: Duration = Duration::from_millis(250);
+
+/// How often a congested client's writer tries its socket again without waiting for it to
+/// report itself writable: the kernel reports that only once a third of its send buffer is
+/// free, which with the megabytes TCP autotunes a buffer to takes seconds at a modest read
+/// rate, and would make a reader that keeps up look stalled. Only congested clients retry, so
+/// the cost is bounded by how many hold their senders back.
+pub(crate) const RETRY: Duration = Duration::from_millis(100);
 
 /// The sending side, registered in the hub. Cloning shares the same queue.
 #[derive(Debug, Clone)]
@@ -50,8 +57,6 @@ pub(crate) struct Outbox {
 #[derive(Debug)]
 pub(crate) struct Inbox {
     shared: Arc<Shared>,
-    /// The writer's own measurement of the current busy stretch (see [`Inbox::wrote`]).
-    window: Option<(Instant, u64)>,
 }
 
 /// The limits one queue is held to.
@@ -75,6 +80,17 @@ impl From<&Config> for Limits {
 }
 
 impl Limits {
+    /// How long a client's socket may take nothing, while lines wait for it, before it counts
+    /// as not reading: as long as a client reading at the guaranteed rate
+    /// (`bytes / stall_timeout`) may take to free one [`GRAIN`] of kernel buffer, at least a
+    /// quarter second and at most `stall_timeout` (half a second with the defaults).
+    pub(crate) fn no_progress(&self) -> Duration {
+        let grain = GRAIN as f64 / self.bytes.max(1) as f64;
+        self.stall_timeout
+            .mul_f64(grain)
+            .clamp(Duration::from_millis(250), self.stall_timeout)
+    }
+
     /// The slowest drain rate worth waiting for, in bytes per second: half the rate that
     /// empties a full queue within `stall_timeout`.
     pub(crate) fn min_rate(&self) -> u64 {
@@ -95,8 +111,6 @@ struct Shared {
     congested: AtomicBool,
     /// Bytes written since the start, for the drain rate during an episode.
     written: AtomicU64,
-    /// Drain rate of the last full [`RATE_WINDOW`] of busy time, bytes/s; `u64::MAX` unknown.
-    rate: AtomicU64,
     /// When the writer last found the socket full with lines waiting (ms since [`epoch`]);
     /// 0 while writes go through.
     blocked_since: AtomicU64,
@@ -169,17 +183,13 @@ pub(crate) fn outbox(limits: Limits) -> (Outbox, Inbox) {
         lines: AtomicUsize::new(0),
         congested: AtomicBool::new(false),
         written: AtomicU64::new(0),
-        rate: AtomicU64::new(u64::MAX),
         blocked_since: AtomicU64::new(0),
     });
     (
         Outbox {
             shared: shared.clone(),
         },
-        Inbox {
-            shared,
-            window: None,
-        },
+        Inbox { shared },
     )
 }
 
@@ -217,9 +227,9 @@ impl Outbox {
             if !shared.over(limits.lines, limits.bytes) {
                 return Backlog::Clear;
             }
-            // Judged on what it did before congestion: a client that does not read, or reads
-            // too slowly, is dropped at once rather than allowed to hold its room back.
-            if self.stalled(now) || shared.rate.load(Ordering::Relaxed) < limits.min_rate() {
+            // A client whose socket took nothing for a while before its queue filled is not
+            // reading: dropped at once rather than allowed to hold its room back.
+            if self.stalled(now) {
                 return Backlog::TooSlow;
             }
             let (wake, waiting) = async_channel::bounded(1);
@@ -245,10 +255,12 @@ impl Outbox {
         }
     }
 
-    /// Whether the socket has accepted nothing for [`NO_PROGRESS`] while lines waited.
+    /// Whether the socket has accepted nothing for [`Limits::no_progress`] while lines waited:
+    /// a client found so when its queue fills is not reading, and holds nobody back.
     fn stalled(&self, now: Instant) -> bool {
         let since = self.shared.blocked_since.load(Ordering::Relaxed);
-        since != 0 && millis(now).saturating_sub(since) >= NO_PROGRESS.as_millis() as u64
+        let limit = self.shared.limits.no_progress().as_millis() as u64;
+        since != 0 && millis(now).saturating_sub(since) >= limit
     }
 
     /// Queues a line for a recipient that [`backlog`](Self::backlog) found clear, or that
@@ -347,7 +359,7 @@ impl Pace {
         }
         if elapsed >= RATE_WINDOW {
             let drained = shared.written.load(Ordering::Relaxed) - self.written_at_start;
-            if (drained as f64 / elapsed.as_secs_f64()) < limits.min_rate() as f64 {
+            if limits.min_rate() as f64 * elapsed.as_secs_f64() > (drained + GRAIN) as f64 {
                 return Verdict::TooSlow;
             }
         }
@@ -386,7 +398,7 @@ impl Inbox {
     /// closed and empty.
     pub(crate) async fn recv(&mut self) -> Option<VecDeque<Item>> {
         let shared = &self.shared;
-        let taken = poll_fn(|cx| {
+        poll_fn(|cx| {
             let mut queue = shared.queue();
             if !queue.items.is_empty() {
                 return Poll::Ready(Some(std::mem::take(&mut queue.items)));
@@ -397,28 +409,14 @@ impl Inbox {
             queue.writer = Some(cx.waker().clone());
             Poll::Pending
         })
-        .await;
-        if taken.is_none() {
-            self.window = None;
-        }
-        taken
+        .await
     }
 
     /// Records `bytes` of lines written by one system call, for the drain rate.
     pub(crate) fn wrote(&mut self, bytes: usize) {
         let shared = &self.shared;
-        let bytes = bytes as u64;
-        shared.written.fetch_add(bytes, Ordering::Relaxed);
+        shared.written.fetch_add(bytes as u64, Ordering::Relaxed);
         shared.blocked_since.store(0, Ordering::Relaxed);
-        let now = Instant::now();
-        let (start, sum) = self.window.get_or_insert((now, 0));
-        *sum += bytes;
-        let busy = now.saturating_duration_since(*start);
-        if busy >= RATE_WINDOW {
-            let rate = (*sum as f64 / busy.as_secs_f64()) as u64;
-            shared.rate.store(rate, Ordering::Relaxed);
-            self.window = Some((now, 0));
-        }
     }
 
     /// Records that the socket is full while lines wait.
@@ -429,7 +427,6 @@ impl Inbox {
                 .blocked_since
                 .store(millis(Instant::now()).max(1), Ordering::Relaxed);
         }
-        self.window.get_or_insert((Instant::now(), 0));
     }
 
     /// Records that `lines` taken lines of `bytes` total [`cost`] were written (or never will
@@ -445,10 +442,13 @@ impl Inbox {
             shared.end_episode(&mut shared.queue());
         }
         if shared.lines.load(Ordering::Relaxed) == 0 {
-            // Idle time is not drain time: the next busy stretch is measured afresh.
-            self.window = None;
             shared.blocked_since.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Whether senders are being held back for this client (see [`RETRY`]).
+    pub(crate) fn is_congested(&self) -> bool {
+        self.shared.congested.load(Ordering::Relaxed)
     }
 
     /// Whether the outbox was closed: what is queued is the last the client gets.
@@ -552,9 +552,13 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_drain_rate_is_too_slow_at_once() {
+    fn a_client_whose_socket_took_nothing_for_a_while_is_too_slow_at_once() {
         let (outbox, _inbox) = outbox(limits(1000));
-        outbox.shared.rate.store(1, Ordering::Relaxed);
+        let long_ago = Instant::now() - Duration::from_secs(3);
+        outbox
+            .shared
+            .blocked_since
+            .store(millis(long_ago).max(1), Ordering::Relaxed);
         for _ in 0..11 {
             outbox.push_item(item(100)).expect("room");
         }

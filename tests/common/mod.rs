@@ -18,6 +18,7 @@ pub mod procfs;
 pub mod redis_server;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod traffic;
 pub mod workers;
 
 /// How long any single read may take before the test fails.
@@ -51,6 +52,25 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) -> io::
             ));
         }
         Timer::after(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Checks `condition` every 10 ms until it holds, failing after `limit`; for threads.
+pub fn eventually_within(
+    limit: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) -> io::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        if Instant::now() > deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("never happened: {what}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
 }
@@ -116,6 +136,26 @@ impl TestServer {
         Ok(c)
     }
 
+    /// Shuts down and waits up to `limit` for `run` to return; says how long it took.
+    pub fn stop_within(mut self, limit: Duration) -> io::Result<Duration> {
+        self.handle.shutdown();
+        let start = Instant::now();
+        let thread = self.thread.take().expect("not joined yet");
+        while !thread.is_finished() {
+            if start.elapsed() > limit {
+                // Dropping the handle detaches the thread; the test fails instead of hanging.
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("run did not return within {limit:?} of shutdown"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let took = start.elapsed();
+        thread.join().expect("server thread panicked");
+        Ok(took)
+    }
+
     /// Shuts down and waits for `run` to return.
     pub fn stop(mut self) {
         self.join();
@@ -148,6 +188,18 @@ impl Client {
     /// Connects and reads the welcome up to the line that names the client.
     pub async fn connect(addr: SocketAddr) -> io::Result<Client> {
         let mut client = Client::connect_raw(addr).await?;
+        client.read_welcome().await?;
+        Ok(client)
+    }
+
+    /// Takes over a connected socket (e.g. from [`traffic::connect_from`]) and reads the welcome.
+    pub async fn from_std(stream: std::net::TcpStream) -> io::Result<Client> {
+        let stream = TcpStream::try_from(stream)?;
+        let mut client = Client {
+            name: String::new(),
+            reader: BufReader::new(stream.clone()),
+            writer: stream,
+        };
         client.read_welcome().await?;
         Ok(client)
     }

@@ -133,7 +133,11 @@ pub fn run(args: &[&str]) -> io::Result<(Option<i32>, String, String)> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    wait_timeout(&mut child, TIMEOUT)?;
+    if let Err(e) = wait_timeout(&mut child, TIMEOUT) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     let output = child.wait_with_output()?;
     Ok((
         output.status.code(),
