@@ -244,6 +244,11 @@ impl Handle {
 
     /// Sends every user a server notice (`*** text`).
     ///
+    /// The call never waits, so it cannot be paced like a client's line: a notice is queued
+    /// even for a client whose queue is over `queue_bytes`, up to twice that (the hard cap);
+    /// a client already past the hard cap is disconnected as too slow. The same holds for
+    /// [`announce_room`](Self::announce_room) and [`tell`](Self::tell).
+    ///
     /// # Examples
     ///
     /// ```
