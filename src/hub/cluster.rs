@@ -297,7 +297,8 @@ impl Hub {
 
     /// Claims `name` across the cluster before [`rename`](Hub::rename) takes it.
     pub(crate) async fn claim_name(&self, id: Id, name: &str) -> Result<(), CommandError> {
-        let Some(link) = self.link() else {
+        // Down or not: while down the link keeps the claim, to make when it is back.
+        let Some(link) = self.lock().cluster.link.clone() else {
             return Ok(());
         };
         if check_name(name).is_err() {
@@ -491,6 +492,9 @@ enum Wakeup {
 /// newcomer's history is read while the lines after it wait in the link's channel, so none is
 /// missed or shown twice.
 async fn drain(hub: Arc<Hub>, link: Link, incoming: Receiver<Incoming>, woken: Receiver<()>) {
+    // Names lost while the link comes back: renamed once it is up, so the new name reaches
+    // Redis (the link drops what is sent before) and the notice comes before "restored".
+    let mut lost_names: Vec<(Id, String)> = Vec::new();
     loop {
         let next = async {
             match incoming.recv().await {
@@ -505,9 +509,14 @@ async fn drain(hub: Arc<Hub>, link: Link, incoming: Receiver<Incoming>, woken: R
         match next.await {
             Wakeup::Closed => return,
             Wakeup::Incoming(message) => {
-                if let Some((id, old)) = hub.handle(message) {
-                    let new = hub.claim_guest(&link, id).await;
-                    hub.rename_lost(id, &old, &new);
+                if matches!(message, Incoming::Up) {
+                    rename_lost(&hub, &link, &mut lost_names).await;
+                }
+                if let Some(lost) = hub.handle(message) {
+                    lost_names.push(lost);
+                }
+                if link.is_up() {
+                    rename_lost(&hub, &link, &mut lost_names).await;
                 }
             }
             Wakeup::Replay => {
@@ -526,6 +535,14 @@ async fn drain(hub: Arc<Hub>, link: Link, incoming: Receiver<Incoming>, woken: R
                 }
             }
         }
+    }
+}
+
+/// Gives each client whose name was taken a new guest name.
+async fn rename_lost(hub: &Hub, link: &Link, lost_names: &mut Vec<(Id, String)>) {
+    for (id, old) in std::mem::take(lost_names) {
+        let new = hub.claim_guest(link, id).await;
+        hub.rename_lost(id, &old, &new);
     }
 }
 
