@@ -305,6 +305,13 @@ impl Hub {
             // `rename` says what is wrong with it.
             return Ok(());
         }
+        {
+            let st = self.lock();
+            // Muted: `rename` refuses, and nothing should be claimed for it.
+            if st.directory.get(id).is_none_or(|c| c.muted) {
+                return Ok(());
+            }
+        }
         match self.lock().directory.find(name) {
             Some((holder, _)) if holder == id => return Ok(()),
             Some(_) => return Err(CommandError::NameTaken(name.into())),
