@@ -130,8 +130,9 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Join a cluster of nodes through this Redis server (default none):
     /// `redis://[user:password@]HOST:PORT[/DB]`. Needs the `redis` cargo feature: without it,
-    /// [`Server::bind`](crate::Server::bind) refuses a config that asks for Redis. See
-    /// docs/CLUSTER.md.
+    /// [`Server::bind`](crate::Server::bind) refuses a config that asks for Redis. In a
+    /// cluster the rooms' history is kept in Redis (`history` lines each), not in the node.
+    /// See docs/CLUSTER.md.
     pub redis: Option<String>,
 }
 

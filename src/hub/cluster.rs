@@ -15,7 +15,7 @@ use async_channel::{Receiver, Sender};
 use futures_lite::future::FutureExt;
 use smol::Executor;
 
-use super::{Hub, Id, Refused, State};
+use super::{Held, Hub, Id, Refused, State};
 use crate::cluster::{Claim, Incoming, Link, LinkConfig, RedisUrl};
 use crate::event::Event;
 use crate::handle::ClusterStats;
@@ -98,6 +98,14 @@ impl State {
             return false;
         };
         link.publish(room, sender, &payload(chat, line)).is_ok()
+    }
+
+    /// Makes a chat line's sender wait while the link's queue is congested: Redis paces
+    /// senders as a slow reader does, instead of the queue overflowing (which drops the link).
+    pub(super) fn hold_link(&self, held: &mut Held) {
+        if let Some(link) = self.cluster.up().filter(|link| link.congested()) {
+            held.1 = Some(link.clone());
+        }
     }
 
     /// Whether room lines go through Redis now.

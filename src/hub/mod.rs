@@ -75,9 +75,13 @@ impl From<CommandError> for Refused {
     }
 }
 
-/// The congested recipients a sender must wait for before its delivery can go ahead.
+/// The congested recipients a sender must wait for before its delivery can go ahead, and in a
+/// cluster the link to Redis when its queue is congested.
 #[derive(Debug, Default)]
-pub(crate) struct Held(Vec<(Id, Pace)>);
+pub(crate) struct Held(
+    Vec<(Id, Pace)>,
+    #[cfg(feature = "redis")] Option<crate::cluster::Link>,
+);
 
 impl Held {
     /// Looks at one recipient: one that is paced joins the list, one too slow to wait for is
@@ -90,9 +94,20 @@ impl Held {
         }
     }
 
+    /// Whether there is nothing to wait for.
+    #[cfg(not(feature = "redis"))]
+    fn is_clear(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[cfg(feature = "redis")]
+    fn is_clear(&self) -> bool {
+        self.0.is_empty() && self.1.is_none()
+    }
+
     /// `Err` if there is anyone to wait for.
     fn verdict(self) -> Result<(), Refused> {
-        if self.0.is_empty() {
+        if self.is_clear() {
             Ok(())
         } else {
             Err(Refused::Held(self))
@@ -106,6 +121,10 @@ impl Held {
             if pace.wait().await.is_err() {
                 hub.drop_slow(id, pace.outbox());
             }
+        }
+        #[cfg(feature = "redis")]
+        if let Some(link) = self.1 {
+            link.drained().await;
         }
     }
 }
@@ -278,12 +297,19 @@ impl Hub {
         named: Option<(Id, Arc<str>)>,
     ) -> Result<Id, Refusal> {
         let mut st = self.lock();
-        if st.closing {
-            return Err(Refusal::ShuttingDown);
-        }
-        // Banned since it was admitted (while it was giving a private server's password).
-        if let Some(reason) = st.admission.banned(addr.ip(), Instant::now()) {
-            return Err(Refusal::Banned(reason));
+        let refused = if st.closing {
+            Some(Refusal::ShuttingDown)
+        } else {
+            // Banned since it was admitted (while it was giving a private server's password).
+            st.admission
+                .banned(addr.ip(), Instant::now())
+                .map(Refusal::Banned)
+        };
+        if let Some(refusal) = refused {
+            if let Some((id, name)) = &named {
+                st.cluster_release(name, *id);
+            }
+            return Err(refusal);
         }
         let st = &mut *st;
         let (id, client) =
@@ -331,7 +357,11 @@ impl Hub {
         let mut held = Held::default();
         st.rooms
             .hold(&room, Some(id), hidden_from, &mut held, &mut st.doomed);
+        st.hold_link(&mut held);
         held.verdict()?;
+        let Some(client) = st.directory.get_mut(id) else {
+            return Err(Refused::Gone);
+        };
         client.last_active = Instant::now();
         let line = protocol::chat(&name, text, action);
         if !st.publish(&room, Some(id), &line, true) {
@@ -1132,6 +1162,8 @@ impl State {
     fn cluster_renamed(&mut self, _room: &str, _id: Id, _old: &str, _new: &str) {}
 
     fn cluster_release(&mut self, _name: &str, _id: Id) {}
+
+    fn hold_link(&self, _held: &mut Held) {}
 }
 
 /// Without the `redis` feature the connection's verbs that may ask the cluster ask no one.
