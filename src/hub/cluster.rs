@@ -8,7 +8,7 @@
 //! wait: a member past its queue's hard cap is dropped as too slow. While the link is down
 //! every line is delivered here at once, as without a cluster.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use async_channel::{Receiver, Sender};
@@ -503,13 +503,20 @@ enum Wakeup {
     Closed,
 }
 
-/// Handles what the link reports, and replays history to newcomers, one thing at a time: a
-/// newcomer's history is read while the lines after it wait in the link's channel, so none is
-/// missed or shown twice.
+/// Most messages the task takes from the link while it reads a newcomer's history. The link
+/// needs its channel read to answer `synced` (its subscriber connection is read in order), so
+/// the task keeps taking messages meanwhile; past this many it gives that newcomer no history
+/// instead of holding more.
+const MAX_HELD: usize = 4096;
+
+/// Handles what the link reports, and replays history to newcomers, one thing at a time: the
+/// messages that arrive while a newcomer's history is read are handled after it is shown, as
+/// if they had waited, so none is missed or shown twice.
 async fn drain(hub: Arc<Hub>, link: Link, incoming: Receiver<Incoming>, woken: Receiver<()>) {
     // Names lost while the link comes back: renamed once it is up, so the new name reaches
     // Redis (the link drops what is sent before) and the notice comes before "restored".
     let mut lost_names: Vec<(Id, String)> = Vec::new();
+    let mut held: VecDeque<Incoming> = VecDeque::new();
     loop {
         let next = async {
             match incoming.recv().await {
@@ -524,33 +531,84 @@ async fn drain(hub: Arc<Hub>, link: Link, incoming: Receiver<Incoming>, woken: R
         match next.await {
             Wakeup::Closed => return,
             Wakeup::Incoming(message) => {
-                if matches!(message, Incoming::Up) {
-                    rename_lost(&hub, &link, &mut lost_names).await;
-                }
-                if let Some(lost) = hub.handle(message) {
-                    lost_names.push(lost);
-                }
-                if link.is_up() {
-                    rename_lost(&hub, &link, &mut lost_names).await;
-                }
+                handle(&hub, &link, &mut lost_names, message).await;
             }
             Wakeup::Replay => {
-                let waiting = std::mem::take(&mut hub.lock().cluster.to_replay);
-                for id in waiting {
-                    let room = {
-                        let st = hub.lock();
-                        st.cluster.catching_up.get(&id).map(|c| c.room.clone())
-                    };
-                    let Some(room) = room else { continue };
-                    let history = match link.synced().await {
-                        Ok(()) => link.history(&room).await.ok(),
-                        Err(_) => None,
-                    };
-                    hub.lock().replayed(id, &room, history);
+                let closed = replay(&hub, &link, &incoming, &mut held).await;
+                while let Some(message) = held.pop_front() {
+                    handle(&hub, &link, &mut lost_names, message).await;
+                }
+                if closed {
+                    return;
                 }
             }
         }
     }
+}
+
+/// Handles one message from the link.
+async fn handle(hub: &Hub, link: &Link, lost_names: &mut Vec<(Id, String)>, message: Incoming) {
+    if matches!(message, Incoming::Up) {
+        rename_lost(hub, link, lost_names).await;
+    }
+    if let Some(lost) = hub.handle(message) {
+        lost_names.push(lost);
+    }
+    if link.is_up() {
+        rename_lost(hub, link, lost_names).await;
+    }
+}
+
+enum Step {
+    Read(Option<Vec<(u64, String)>>),
+    Message(Incoming),
+    Closed,
+}
+
+/// Shows each waiting newcomer its room's history, keeping in `held` what arrives meanwhile.
+/// Returns whether the link's channel closed.
+async fn replay(
+    hub: &Hub,
+    link: &Link,
+    incoming: &Receiver<Incoming>,
+    held: &mut VecDeque<Incoming>,
+) -> bool {
+    let waiting = std::mem::take(&mut hub.lock().cluster.to_replay);
+    let mut closed = false;
+    for id in waiting {
+        let room = {
+            let st = hub.lock();
+            st.cluster.catching_up.get(&id).map(|c| c.room.clone())
+        };
+        let Some(room) = room else { continue };
+        let read = async {
+            match link.synced().await {
+                Ok(()) => link.history(&room).await.ok(),
+                Err(_) => None,
+            }
+        };
+        let mut read = std::pin::pin!(read);
+        let history = loop {
+            if closed || held.len() >= MAX_HELD {
+                break None;
+            }
+            let step = async { Step::Read(read.as_mut().await) }
+                .or(async {
+                    match incoming.recv().await {
+                        Ok(message) => Step::Message(message),
+                        Err(_) => Step::Closed,
+                    }
+                })
+                .await;
+            match step {
+                Step::Read(history) => break history,
+                Step::Message(message) => held.push_back(message),
+                Step::Closed => closed = true,
+            }
+        };
+        hub.lock().replayed(id, &room, history);
+    }
+    closed
 }
 
 /// Gives each client whose name was taken a new guest name.
