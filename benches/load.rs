@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench -- fanout --clients 1000 --senders 10 --messages 100 --runs 5
 //! cargo bench -- latency | idle | slow | blast | ceiling | worst | all
+//! cargo bench --features redis -- cluster        # 1 node against 2 through a redis-server
 //! cargo bench -- fanout --addr 127.0.0.1:8888     # a running server (no CPU or memory figures)
 //! cargo bench -- --threads 1                      # server executor threads (default: cores)
 //! ```
@@ -21,7 +22,7 @@
 //! each scenario does and reports, `load/generator.rs` the clients that send and count,
 //! `load/counting.rs` the message format, `load/latency.rs` the latency readers,
 //! `load/servers.rs` the server processes (smolchat, the ceiling and the naive baseline),
-//! `load/report.rs` the output; `/proc` readers and the executor's threads are shared with the
+//! `load/cluster.rs` the cluster scenario, `load/report.rs` the output; `/proc` readers and the executor's threads are shared with the
 //! tests (`tests/common/`).
 
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ use std::time::Duration;
 
 use smol::Executor;
 
+#[path = "load/cluster.rs"]
+mod cluster;
 #[path = "load/counting.rs"]
 mod counting;
 #[path = "load/generator.rs"]
@@ -39,6 +42,9 @@ mod latency;
 #[allow(dead_code)] // reason: the tests use readers the benchmark does not
 #[path = "../tests/common/procfs.rs"]
 mod procfs;
+#[allow(dead_code)] // reason: the cluster scenario starts and stops Redis, nothing more
+#[path = "../tests/common/redis_server.rs"]
+mod redis_server;
 #[path = "load/report.rs"]
 mod report;
 #[path = "load/scenarios.rs"]
@@ -220,6 +226,8 @@ impl Bench {
                     let k = o.clients.unwrap_or(20);
                     self.repeat(1, |_| self.worst(k)).await;
                 }
+                // Not in the default set: it needs the redis feature and a redis-server.
+                "cluster" => self.cluster(o.runs.min(3)).await,
                 other => eprintln!("unknown scenario {other}"),
             }
         }

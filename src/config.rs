@@ -128,6 +128,12 @@ pub struct Config {
     /// Serve TLS too, or instead of plain TCP (default none). Needs the `tls` cargo feature:
     /// without it, [`Server::bind`](crate::Server::bind) refuses a config that asks for TLS.
     pub tls: Option<Tls>,
+    /// Join a cluster of nodes through this Redis server (default none):
+    /// `redis://[user:password@]HOST:PORT[/DB]`. Needs the `redis` cargo feature: without it,
+    /// [`Server::bind`](crate::Server::bind) refuses a config that asks for Redis. In a
+    /// cluster the rooms' history is kept in Redis (`history` lines each), not in the node.
+    /// See docs/CLUSTER.md.
+    pub redis: Option<String>,
 }
 
 /// Where and with which certificate to serve TLS; see [`Config::tls`].
@@ -302,6 +308,7 @@ impl Default for Config {
             deny: Vec::new(),
             max_bans: 1000,
             tls: None,
+            redis: None,
         }
     }
 }
@@ -391,8 +398,30 @@ impl Config {
                 return Err(ConfigError::MotdTooLong(motd.len()));
             }
         }
+        if let Some(url) = &self.redis {
+            check_redis(url)?;
+        }
         Ok(())
     }
+}
+
+#[cfg(feature = "redis")]
+fn check_redis(url: &str) -> Result<(), ConfigError> {
+    url.parse::<crate::cluster::RedisUrl>()
+        .map(drop)
+        .map_err(|e| ConfigError::Redis(e.to_string()))
+}
+
+#[cfg(not(feature = "redis"))]
+fn check_redis(_url: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::Redis(
+        "this build has no Redis support (rebuild with --features redis)".into(),
+    ))
+}
+
+/// A Redis URL as a log may show it: everything after the last `@` (host, port, database).
+fn redis_shown(url: &str) -> &str {
+    url.rsplit_once('@').map_or(url, |(_, host)| host)
 }
 
 /// The most a queue must hold to take one line of `max_line` bytes: every byte may become a
@@ -432,6 +461,8 @@ pub enum ConfigError {
     Keepalive,
     /// `motd` is longer than [`Config::MAX_MOTD`]; holds its length.
     MotdTooLong(usize),
+    /// `redis` is not a valid URL, or this build has no Redis support; holds why.
+    Redis(String),
 }
 
 impl ConfigError {
@@ -450,6 +481,7 @@ impl ConfigError {
             ConfigError::FloodRate => "flood_rate",
             ConfigError::Keepalive => "keepalive",
             ConfigError::MotdTooLong(_) => "motd",
+            ConfigError::Redis(_) => "redis",
         }
     }
 }
@@ -485,6 +517,7 @@ impl fmt::Display for ConfigError {
                     Config::MAX_MOTD
                 )
             }
+            ConfigError::Redis(why) => write!(f, "redis: {why}"),
         }
     }
 }
@@ -530,6 +563,8 @@ impl fmt::Debug for Config {
             .field("deny", &self.deny)
             .field("max_bans", &self.max_bans)
             .field("tls", &self.tls)
+            // The host and port only: the URL may hold a password.
+            .field("redis", &self.redis.as_deref().map(redis_shown))
             .finish()
     }
 }

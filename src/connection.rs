@@ -61,7 +61,9 @@ where
         return close_gracefully(&stream).await;
     };
     let (outbox, inbox) = outbox(Limits::from(&hub.config));
-    let id = match hub.join(addr, outbox.clone()) {
+    // In a cluster, a guest name unique across it (None otherwise).
+    let named = hub.cluster_guest().await;
+    let id = match hub.join_as(addr, outbox.clone(), named) {
         Ok(id) => id,
         Err(refusal) => return refuse(&stream, &refusal).await,
     };
@@ -252,15 +254,21 @@ async fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
         Ok(text) => text,
         Err(e) => return send(hub, id, &protocol::error(e)).await,
     };
+    // A new name is claimed across the cluster, if any, once: not again after a wait below.
+    if let Input::Nick(name) = input {
+        if let Err(e) = hub.claim_name(id, name).await {
+            return send(hub, id, &protocol::error(e)).await;
+        }
+    }
     loop {
         let done = match input {
             Input::Say(_) => hub.say(id, &text, false),
             Input::Me(_) => hub.say(id, &text, true),
-            Input::Msg(to, _) => hub.private(id, to, &text),
+            Input::Msg(to, _) => hub.private_everywhere(id, to, &text).await,
             Input::Nick(name) => hub.rename(id, name),
             Input::Join(room) => hub.change_room(id, room),
-            Input::Who => hub.who(id),
-            Input::Rooms => hub.list_rooms(id),
+            Input::Who => hub.who_everywhere(id).await,
+            Input::Rooms => hub.rooms_everywhere(id).await,
             Input::Help => hub.reply(id, &protocol::help()),
             Input::Whois(name) => hub.whois(id, name),
             Input::Away(message) => hub.set_away(id, message),

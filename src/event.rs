@@ -145,6 +145,13 @@ pub enum Event {
         /// Who set it.
         by: Arc<str>,
     },
+    /// The link to the cluster's Redis was lost: this node's users now see only each other
+    /// ([`Config::redis`](crate::Config::redis), feature `redis`).
+    #[cfg(feature = "redis")]
+    ClusterDown,
+    /// The link to the cluster's Redis is back.
+    #[cfg(feature = "redis")]
+    ClusterUp,
 }
 
 /// Why a client left. Its `Display` is what the client's room is told.

@@ -166,6 +166,29 @@ pub struct Stats {
     pub flood_delayed: u64,
     /// Events a subscriber missed because its queue was full.
     pub events_dropped: u64,
+    /// The cluster link, when [`Config::redis`](crate::Config::redis) is set and connected.
+    #[cfg(feature = "redis")]
+    pub cluster: Option<ClusterStats>,
+}
+
+/// The state of a node's link to the cluster, in [`Stats::cluster`].
+///
+/// # Examples
+///
+/// ```
+/// let stats = smolchat::ClusterStats::default();
+/// assert!(!stats.up);
+/// ```
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterStats {
+    /// Whether the link to Redis is up now.
+    pub up: bool,
+    /// This node's id (the 16 hex digits of [`NodeId`](crate::cluster::NodeId) as a number).
+    pub node: u64,
+    /// Other nodes heard from lately.
+    pub nodes_seen: usize,
 }
 
 /// A [`Handle`] call named a user or room that does not exist.

@@ -108,6 +108,8 @@ mod tls;
 pub use cidr::{Cidr, CidrError};
 pub use config::{Config, ConfigError, Draft, Filter, Tls, Verdict};
 pub use event::{Event, LeaveReason, Refusal};
+#[cfg(feature = "redis")]
+pub use handle::ClusterStats;
 pub use handle::{Ban, BanListFull, Handle, NotFound, RoomInfo, Stats, User};
 pub use server::Server;
 

@@ -128,6 +128,7 @@ Options:
       --tls-port N                 port for TLS clients [default: {DEFAULT_TLS_PORT}]
       --tls-only                   serve TLS alone: no plain port
       --tls-handshake-timeout SECS drop a client whose TLS handshake takes this long [default: {tls_handshake_timeout}]
+      --redis URL                  join a cluster of servers through Redis: redis://[USER:PASSWORD@]HOST:PORT[/DB]{redis_note}
       --log-level LEVEL            error, warn, notice (start, stop, signals), info (also joins, leaves, refusals) or debug (also chat lines) [default: info]
   -v, --verbose                    same as --log-level debug
   -q, --quiet                      same as --log-level notice: do not log joins and leaves
@@ -153,6 +154,11 @@ Options:
         auth_timeout = secs(d.auth_timeout),
         password_delay = secs(d.password_delay),
         max_bans = d.max_bans,
+        redis_note = if cfg!(feature = "redis") {
+            ""
+        } else {
+            " [this build has no Redis: rebuild with --features redis]"
+        },
         tls_note = if cfg!(feature = "tls") {
             ""
         } else {
@@ -320,6 +326,7 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
             "--auth-timeout" => c.auth_timeout = seconds(&mut parser, &flag)?,
             "--password-delay" => c.password_delay = seconds(&mut parser, &flag)?,
             "--topic-ops-only" => c.topic_ops_only = true,
+            "--redis" => c.redis = Some(value(&mut parser, &flag, "a URL")?),
             "--allow" => c.allow.push(cidr(&mut parser, &flag)?),
             "--deny" => c.deny.push(cidr(&mut parser, &flag)?),
             "--max-bans" => c.max_bans = number(&mut parser, &flag)?,
@@ -747,6 +754,20 @@ fn serve(options: Options, log: &Log) -> ExitCode {
     }
     let handle = server.handle();
     let ex = Arc::new(Executor::new());
+    // Unreachable Redis at start: stop, rather than run a node that is silently not part of
+    // the cluster. Later losses are survived (docs/CLUSTER.md).
+    #[cfg(feature = "redis")]
+    if let Err(e) = smol::block_on(server.connect_cluster(&ex)) {
+        log.error(format_args!("{e}"));
+        return ExitCode::FAILURE;
+    }
+    #[cfg(feature = "redis")]
+    if let Some(cluster) = handle.stats().cluster {
+        log.notice(format_args!(
+            "joined the cluster as node {:016x}",
+            cluster.node
+        ));
+    }
     let (stop, stopped) = async_channel::bounded::<()>(1);
     let workers: Vec<_> = (1..options.threads)
         .map(|_| {
@@ -903,6 +924,12 @@ fn log_event(log: &Log, event: &Event) {
             Some(topic) => log.info(format_args!("{by} set the topic of #{room}: {topic}")),
             None => log.info(format_args!("{by} cleared the topic of #{room}")),
         },
+        #[cfg(feature = "redis")]
+        Event::ClusterDown => log.warn(format_args!(
+            "cluster link lost; serving this server's users alone until it is back"
+        )),
+        #[cfg(feature = "redis")]
+        Event::ClusterUp => log.notice(format_args!("cluster link restored")),
         _ => {}
     }
 }

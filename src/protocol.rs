@@ -466,6 +466,32 @@ pub(crate) fn left(name: &str, reason: &LeaveReason) -> Arc<str> {
     notice(format_args!("{name} left ({reason})"))
 }
 
+/// `*** alice left (server lost)`: her node left the cluster without a word.
+#[cfg(feature = "redis")]
+pub(crate) fn server_lost(name: &str) -> Arc<str> {
+    notice(format_args!("{name} left (server lost)"))
+}
+
+/// `*** cluster link lost; only users on this server see you`.
+#[cfg(feature = "redis")]
+pub(crate) fn cluster_lost() -> Arc<str> {
+    notice("cluster link lost; only users on this server see you")
+}
+
+/// `*** cluster link restored`.
+#[cfg(feature = "redis")]
+pub(crate) fn cluster_restored() -> Arc<str> {
+    notice("cluster link restored")
+}
+
+/// `*** the name alice was taken while the cluster link was down; you are now guest7`.
+#[cfg(feature = "redis")]
+pub(crate) fn name_lost(old: &str, new: &str) -> Arc<str> {
+    notice(format_args!(
+        "the name {old} was taken while the cluster link was down; you are now {new}"
+    ))
+}
+
 /// `*** guest1 is now alice`, as the room sees it.
 pub(crate) fn renamed(old: &str, new: &str) -> Arc<str> {
     notice(format_args!("{old} is now {new}"))

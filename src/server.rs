@@ -204,6 +204,10 @@ impl Server {
     /// # std::io::Result::Ok(())
     /// ```
     pub async fn run(self, executor: &Executor<'_>, shutdown: impl Future<Output = ()>) {
+        // Not connected by the host first: a Redis unreachable now leaves this node serving
+        // its own users alone (see `connect_cluster`).
+        #[cfg(feature = "redis")]
+        let _ = self.connect_cluster(executor).await;
         // Runs the connection tasks even when nothing else runs `executor`. One task per turn,
         // handing control back after each: when the application runs `executor` around this
         // future on the same thread, a second full runner here would move tasks into its own
@@ -242,6 +246,35 @@ impl Server {
             drop(kill);
             let _ = all_done.recv().await;
         }
+        hub.close_cluster().await;
+    }
+
+    /// Connects this node to the cluster's Redis ([`Config::redis`]) and starts handling what
+    /// comes from it on `executor`; does nothing without [`Config::redis`] or if connected
+    /// already. [`run`](Server::run) calls it if the host did not, and serves this node's
+    /// users alone if it fails then; call it first to stop when Redis is unreachable.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be reached or refuses the login (within 5 s); the message names the
+    /// server, never the password.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let config = smolchat::Config {
+    ///     redis: Some("redis://127.0.0.1:6379".into()),
+    ///     ..smolchat::Config::default()
+    /// };
+    /// let server = smolchat::Server::bind("127.0.0.1:8888", config)?;
+    /// let ex = smol::Executor::new();
+    /// smol::block_on(server.connect_cluster(&ex))?;
+    /// smol::block_on(server.run(&ex, std::future::pending()));
+    /// # std::io::Result::Ok(())
+    /// ```
+    #[cfg(feature = "redis")]
+    pub async fn connect_cluster(&self, executor: &Executor<'_>) -> io::Result<()> {
+        self.hub.connect_cluster(executor).await
     }
 }
 

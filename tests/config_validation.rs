@@ -252,3 +252,23 @@ fn set_motd_changes_what_new_clients_see() -> io::Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn redis_needs_the_feature_and_a_valid_url_and_never_shows_its_password() {
+    let with = |url: &str| Config {
+        redis: Some(url.into()),
+        ..Config::default()
+    };
+    let good = with("redis://user:hunter2@127.0.0.1:6379/2");
+    assert!(!format!("{good:?}").contains("hunter2"));
+    // Binding checks the URL; it does not connect (`Server::run` or `connect_cluster` do).
+    let bound = Server::bind("127.0.0.1:0", good);
+    assert_eq!(bound.is_ok(), cfg!(feature = "redis"), "{bound:?}");
+    if let Err(e) = bound {
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("no Redis support"), "{e}");
+    }
+    let bad = Server::bind("127.0.0.1:0", with("http://127.0.0.1:6379")).unwrap_err();
+    assert_eq!(bad.kind(), io::ErrorKind::InvalidInput);
+    assert!(bad.to_string().starts_with("redis: "), "{bad}");
+}

@@ -25,10 +25,23 @@ pub struct Delays {
 /// Connects `n` clients; the first sends a timestamped message every `every` for `duration`;
 /// the others record how long each took to arrive.
 pub fn measure(addr: SocketAddr, n: usize, every: Duration, duration: Duration) -> Delays {
+    measure_across(addr, addr, n, every, duration)
+}
+
+/// [`measure`] with the sender on `from` and the others on `to` (two nodes of a cluster).
+pub fn measure_across(
+    from: SocketAddr,
+    to: SocketAddr,
+    n: usize,
+    every: Duration,
+    duration: Duration,
+) -> Delays {
+    let addr = from;
     let base = Instant::now();
     let count = (duration.as_micros() / every.as_micros()) as usize;
     let mut clients = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
+        let addr = if i == 0 { from } else { to };
         let stream = TcpStream::connect(addr).expect("connect to the server");
         let _ = stream.set_nodelay(true);
         // Each reads its welcome before the next connects, so all have joined.

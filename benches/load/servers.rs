@@ -42,6 +42,17 @@ impl ServerProcess {
         senders: usize,
         messages: usize,
     ) -> ServerProcess {
+        ServerProcess::spawn_in(target, options, senders, messages, None)
+    }
+
+    /// [`spawn`](Self::spawn), as a node of the cluster on `redis` (a URL) if given.
+    pub fn spawn_in(
+        target: Target,
+        options: &Options,
+        senders: usize,
+        messages: usize,
+        redis: Option<&str>,
+    ) -> ServerProcess {
         let mode = match target {
             Target::Chat => "chat",
             Target::Ceiling => "ceiling",
@@ -57,6 +68,7 @@ impl ServerProcess {
                 &messages.to_string(),
                 if options.nodelay { "nodelay" } else { "delay" },
             ])
+            .args(redis)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -157,9 +169,12 @@ pub fn serve(args: &[String]) {
         flood_rate: 0.0,
         max_clients: 1_000_000,
         nodelay: args.get(4).map(String::as_str) != Some("delay"),
+        redis: args.get(5).cloned(),
         ..smolchat::Config::default()
     };
     let server = smolchat::Server::bind("127.0.0.1:0", config).expect("bind");
+    #[cfg(feature = "redis")]
+    smol::block_on(server.connect_cluster(&ex)).expect("reach redis");
     println!("{}", server.local_addr());
     let _ = std::io::stdout().flush();
     smol::block_on(ex.run(server.run(&ex, stopped)));

@@ -828,6 +828,41 @@ impl Link {
             .collect()
     }
 
+    /// Whether the outgoing queue is over half full: Redis is behind, and whoever can wait
+    /// (a chat line's sender) should, with [`Link::drained`], before publishing more.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn say(link: &smolchat::cluster::Link) {
+    /// if link.congested() {
+    ///     link.drained().await;
+    /// }
+    /// let _ = link.publish("lobby", Some(1), "alice: hi\n");
+    /// # }
+    /// ```
+    pub fn congested(&self) -> bool {
+        self.inner.requests.len() > self.inner.shared.config.queue / 2
+    }
+
+    /// Completes once the outgoing queue is down to a quarter full, or the link is down.
+    /// Checks every millisecond: Redis answers a batch in about that time. Bounded by
+    /// `reply_timeout`, after which an unanswered link is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn wait(link: &smolchat::cluster::Link) {
+    /// link.drained().await;
+    /// # }
+    /// ```
+    pub async fn drained(&self) {
+        let low = self.inner.shared.config.queue / 4;
+        while self.is_up() && self.inner.requests.len() > low {
+            Timer::after(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Leaves the cluster cleanly: releases this node's names and presence, tells the other
     /// nodes, and stops the link's task (for every clone of this handle).
     ///

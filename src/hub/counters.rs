@@ -35,6 +35,8 @@ impl Tally {
             lines_too_long: count(&counters.too_long),
             flood_delayed: count(&counters.flood_delayed),
             events_dropped,
+            #[cfg(feature = "redis")]
+            cluster: None,
         }
     }
 }

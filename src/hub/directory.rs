@@ -112,26 +112,43 @@ pub(super) struct Directory {
 }
 
 impl Directory {
-    /// Adds a client under the next free `guestN` name; returns its id and record.
+    /// Adds a client under the next free `guestN` name, or under an id and name given out
+    /// before (by [`reserve_id`](Self::reserve_id), the name claimed across a cluster) if the
+    /// name is free here; returns its id and record.
     pub(super) fn register(
         &mut self,
         addr: SocketAddr,
         room: Arc<str>,
         outbox: Outbox,
         timestamps: bool,
+        named: Option<(Id, Arc<str>)>,
     ) -> (Id, &Client) {
+        let (id, name) = match named {
+            Some((id, name)) if !self.names.contains_key(&name.to_ascii_lowercase()) => (id, name),
+            Some((id, _)) => (id, self.free_guest_name()),
+            None => (self.reserve_id(), self.free_guest_name()),
+        };
+        self.names.insert(name.to_ascii_lowercase(), id);
+        let client = Client::new(name, room, addr, outbox, timestamps);
+        (id, self.clients.entry(id).insert_entry(client).into_mut())
+    }
+
+    /// An id no client has had.
+    pub(super) fn reserve_id(&mut self) -> Id {
         let id = self.next_id;
         self.next_id += 1;
-        let name: Arc<str> = loop {
+        id
+    }
+
+    /// The next `guestN` name nobody here has.
+    pub(super) fn free_guest_name(&mut self) -> Arc<str> {
+        loop {
             self.last_guest += 1;
             let name = format!("guest{}", self.last_guest);
             if !self.names.contains_key(&name) {
                 break name.into();
             }
-        };
-        self.names.insert(name.to_ascii_lowercase(), id);
-        let client = Client::new(name, room, addr, outbox, timestamps);
-        (id, self.clients.entry(id).insert_entry(client).into_mut())
+        }
     }
 
     pub(super) fn get(&self, id: Id) -> Option<&Client> {
@@ -265,7 +282,7 @@ mod tests {
     fn register(directory: &mut Directory) -> (Id, Arc<str>) {
         let addr = "192.0.2.1:1000".parse().expect("an address");
         let outbox = crate::outbox::testing::outbox(8, 1024).0;
-        let (id, client) = directory.register(addr, "lobby".into(), outbox, false);
+        let (id, client) = directory.register(addr, "lobby".into(), outbox, false, None);
         (id, client.name.clone())
     }
 

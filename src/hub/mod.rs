@@ -15,8 +15,11 @@
 //! - `admission`: open connections in all and per address, where those limits are enforced.
 //! - `subscribers`: the host's event queues.
 //! - `counters`: what [`Stats`] reports.
+//! - `cluster` (feature `redis`): room lines, names, listings and history across nodes.
 
 mod admission;
+#[cfg(feature = "redis")]
+mod cluster;
 mod counters;
 mod directory;
 mod rooms;
@@ -72,9 +75,13 @@ impl From<CommandError> for Refused {
     }
 }
 
-/// The congested recipients a sender must wait for before its delivery can go ahead.
+/// The congested recipients a sender must wait for before its delivery can go ahead, and in a
+/// cluster the link to Redis when its queue is congested.
 #[derive(Debug, Default)]
-pub(crate) struct Held(Vec<(Id, Pace)>);
+pub(crate) struct Held(
+    Vec<(Id, Pace)>,
+    #[cfg(feature = "redis")] Option<crate::cluster::Link>,
+);
 
 impl Held {
     /// Looks at one recipient: one that is paced joins the list, one too slow to wait for is
@@ -87,9 +94,20 @@ impl Held {
         }
     }
 
+    /// Whether there is nothing to wait for.
+    #[cfg(not(feature = "redis"))]
+    fn is_clear(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[cfg(feature = "redis")]
+    fn is_clear(&self) -> bool {
+        self.0.is_empty() && self.1.is_none()
+    }
+
     /// `Err` if there is anyone to wait for.
     fn verdict(self) -> Result<(), Refused> {
-        if self.0.is_empty() {
+        if self.is_clear() {
             Ok(())
         } else {
             Err(Refused::Held(self))
@@ -103,6 +121,10 @@ impl Held {
             if pace.wait().await.is_err() {
                 hub.drop_slow(id, pace.outbox());
             }
+        }
+        #[cfg(feature = "redis")]
+        if let Some(link) = self.1 {
+            link.drained().await;
         }
     }
 }
@@ -148,6 +170,8 @@ struct State {
     /// Set by [`Hub::close_all`]: nobody joins any more.
     closing: bool,
     doomed: Doomed,
+    #[cfg(feature = "redis")]
+    cluster: cluster::Cluster,
 }
 
 /// The locked state. Releasing it first removes the clients a delivery doomed, whose leave
@@ -181,13 +205,23 @@ impl Hub {
     pub(crate) fn new(config: Config, local_addr: SocketAddr) -> Hub {
         let state = State {
             directory: Directory::default(),
-            rooms: Rooms::new(config.history, config.announce_limit),
+            // In a cluster the history is kept in Redis, for every node.
+            rooms: Rooms::new(
+                if config.redis.is_some() {
+                    0
+                } else {
+                    config.history
+                },
+                config.announce_limit,
+            ),
             admission: Admission::default(),
             subscribers: Subscribers::default(),
             tally: Tally::default(),
             motd: config.motd.as_deref().map(protocol::motd),
             closing: false,
             doomed: Doomed::new(),
+            #[cfg(feature = "redis")]
+            cluster: cluster::Cluster::default(),
         };
         Hub {
             config,
@@ -249,19 +283,38 @@ impl Hub {
     // A connection's verbs: the protocol.
 
     /// Registers an admitted connection: gives it a name, welcomes it, puts it in the lobby.
+    #[cfg(test)]
     pub(crate) fn join(&self, addr: SocketAddr, outbox: Outbox) -> Result<Id, Refusal> {
+        self.join_as(addr, outbox, None)
+    }
+
+    /// [`join`](Self::join), under an id and name given out before (by
+    /// [`cluster_guest`](Self::cluster_guest)).
+    pub(crate) fn join_as(
+        &self,
+        addr: SocketAddr,
+        outbox: Outbox,
+        named: Option<(Id, Arc<str>)>,
+    ) -> Result<Id, Refusal> {
         let mut st = self.lock();
-        if st.closing {
-            return Err(Refusal::ShuttingDown);
-        }
-        // Banned since it was admitted (while it was giving a private server's password).
-        if let Some(reason) = st.admission.banned(addr.ip(), Instant::now()) {
-            return Err(Refusal::Banned(reason));
+        let refused = if st.closing {
+            Some(Refusal::ShuttingDown)
+        } else {
+            // Banned since it was admitted (while it was giving a private server's password).
+            st.admission
+                .banned(addr.ip(), Instant::now())
+                .map(Refusal::Banned)
+        };
+        if let Some(refusal) = refused {
+            if let Some((id, name)) = &named {
+                st.cluster_release(name, *id);
+            }
+            return Err(refusal);
         }
         let st = &mut *st;
         let (id, client) =
             st.directory
-                .register(addr, LOBBY.into(), outbox, self.config.timestamps);
+                .register(addr, LOBBY.into(), outbox, self.config.timestamps, named);
         let name = client.name.clone();
         // A new queue is empty: what a newcomer gets first needs no pacing. The MOTD is one
         // copy for every client, however long (up to `MAX_MOTD`), unless it must be stamped.
@@ -277,12 +330,8 @@ impl Hub {
         if let Some(client) = st.directory.get_mut(id) {
             client.room = room.clone();
         }
-        st.rooms.announce(
-            &room,
-            || protocol::joined(&name, &room),
-            Some(id),
-            &mut st.doomed,
-        );
+        st.cluster_enter(&room, id, &name, self.config.history > 0);
+        st.announce(&room, || protocol::joined(&name, &room), Some(id));
         st.emit(|| Event::Joined { name, addr });
         Ok(id)
     }
@@ -308,12 +357,22 @@ impl Hub {
         let mut held = Held::default();
         st.rooms
             .hold(&room, Some(id), hidden_from, &mut held, &mut st.doomed);
+        st.hold_link(&mut held);
         held.verdict()?;
+        let Some(client) = st.directory.get_mut(id) else {
+            return Err(Refused::Gone);
+        };
         client.last_active = Instant::now();
         let line = protocol::chat(&name, text, action);
-        st.rooms
-            .broadcast(&room, &line, Some(id), hidden_from, &mut st.doomed);
-        st.rooms.remember(&room, id, Time::now(), line);
+        if !st.publish(&room, Some(id), &line, true) {
+            let Some(client) = st.directory.get(id) else {
+                return Err(Refused::Gone);
+            };
+            let hidden_from = Some(&client.ignored_by);
+            st.rooms
+                .broadcast(&room, &line, Some(id), hidden_from, &mut st.doomed);
+            st.rooms.remember(&room, id, Time::now(), line);
+        }
         st.tally.relayed += 1;
         st.emit_chat(|| Event::Message {
             name,
@@ -401,13 +460,9 @@ impl Hub {
             return Err(Refused::Gone);
         };
         let new = client.name.clone();
+        st.cluster_renamed(&room, id, &old, &new);
         st.send(id, &protocol::you_are_now(&new));
-        st.rooms.announce(
-            &room,
-            || protocol::renamed(&old, &new),
-            Some(id),
-            &mut st.doomed,
-        );
+        st.announce(&room, || protocol::renamed(&old, &new), Some(id));
         st.emit(|| Event::Renamed { old, new });
         Ok(())
     }
@@ -434,23 +489,15 @@ impl Hub {
         if !st.rooms.leave(id, &old) {
             return Err(Refused::Gone);
         }
-        st.rooms.announce(
-            &old,
-            || protocol::moved(&name, &old, &key),
-            None,
-            &mut st.doomed,
-        );
+        st.cluster_exit(&old, id);
+        st.announce(&old, || protocol::moved(&name, &old, &key), None);
         let client = st.directory.get(id).ok_or(Refused::Gone)?;
         let new = st.rooms.enter(id, client, &key);
         if let Some(client) = st.directory.get_mut(id) {
             client.room = new.clone();
         }
-        st.rooms.announce(
-            &new,
-            || protocol::joined(&name, &new),
-            Some(id),
-            &mut st.doomed,
-        );
+        st.cluster_enter(&new, id, &name, self.config.history > 0);
+        st.announce(&new, || protocol::joined(&name, &new), Some(id));
         st.emit(|| Event::RoomChanged {
             name,
             from: old,
@@ -916,8 +963,28 @@ impl State {
     }
 
     fn stats(&self, counters: &Counters) -> Stats {
-        self.tally
-            .stats(counters, self.admission.open(), self.subscribers.dropped())
+        #[allow(unused_mut)] // reason: only the cluster adds to it
+        let mut stats =
+            self.tally
+                .stats(counters, self.admission.open(), self.subscribers.dropped());
+        #[cfg(feature = "redis")]
+        {
+            stats.cluster = self.cluster.stats();
+        }
+        stats
+    }
+
+    /// Tells a room about a join, leave or rename, through the cluster if there is one;
+    /// here, unless the room is too big for such notices to be useful.
+    fn announce(&mut self, room: &str, line: impl FnOnce() -> Arc<str>, except: Option<Id>) {
+        if self.clustered() {
+            let line = line();
+            if !self.publish(room, except, &line, false) {
+                self.rooms.announce(room, || line, except, &mut self.doomed);
+            }
+        } else {
+            self.rooms.announce(room, line, except, &mut self.doomed);
+        }
     }
 
     fn is_muted(&self, id: Id) -> bool {
@@ -1033,6 +1100,8 @@ impl State {
             return;
         };
         self.rooms.leave(id, &client.room);
+        self.cluster_exit(&client.room, id);
+        self.cluster_release(&client.name, id);
         if let Some(line) = farewell {
             let line = if client.timestamps {
                 protocol::stamped(Time::now(), &line)
@@ -1047,12 +1116,7 @@ impl State {
         }
         if !self.closing {
             let name = &client.name;
-            self.rooms.announce(
-                &client.room,
-                || protocol::left(name, &reason),
-                None,
-                &mut self.doomed,
-            );
+            self.announce(&client.room, || protocol::left(name, &reason), None);
         }
         self.emit(|| Event::Left {
             name: client.name,
@@ -1078,6 +1142,59 @@ impl State {
     fn emit_chat(&mut self, event: impl FnOnce() -> Event) {
         self.subscribers.offer(true, event);
     }
+}
+
+/// Without the `redis` feature there is no cluster: everything happens here.
+#[cfg(not(feature = "redis"))]
+impl State {
+    fn publish(&mut self, _room: &str, _sender: Option<Id>, _line: &str, _chat: bool) -> bool {
+        false
+    }
+
+    fn clustered(&self) -> bool {
+        false
+    }
+
+    fn cluster_enter(&mut self, _room: &Arc<str>, _id: Id, _name: &str, _history: bool) {}
+
+    fn cluster_exit(&mut self, _room: &str, _id: Id) {}
+
+    fn cluster_renamed(&mut self, _room: &str, _id: Id, _old: &str, _new: &str) {}
+
+    fn cluster_release(&mut self, _name: &str, _id: Id) {}
+
+    fn hold_link(&self, _held: &mut Held) {}
+}
+
+/// Without the `redis` feature the connection's verbs that may ask the cluster ask no one.
+#[cfg(not(feature = "redis"))]
+impl Hub {
+    pub(crate) async fn cluster_guest(&self) -> Option<(Id, Arc<str>)> {
+        None
+    }
+
+    pub(crate) async fn claim_name(&self, _id: Id, _name: &str) -> Result<(), CommandError> {
+        Ok(())
+    }
+
+    pub(crate) async fn who_everywhere(&self, id: Id) -> Result<(), Refused> {
+        self.who(id)
+    }
+
+    pub(crate) async fn rooms_everywhere(&self, id: Id) -> Result<(), Refused> {
+        self.list_rooms(id)
+    }
+
+    pub(crate) async fn private_everywhere(
+        &self,
+        id: Id,
+        to: &str,
+        text: &str,
+    ) -> Result<(), Refused> {
+        self.private(id, to, text)
+    }
+
+    pub(crate) async fn close_cluster(&self) {}
 }
 
 /// What a ban on `range` covers: a single IPv6 address (or a range narrower than /64) is

@@ -37,6 +37,12 @@ impl RedisServer {
         Err(last.unwrap_or_else(|| io::Error::other("redis-server did not start")))
     }
 
+    /// Its process id, while it runs.
+    #[allow(dead_code)] // reason: only the benchmark reads Redis's CPU time
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
