@@ -5,7 +5,6 @@
 //! cargo run --example embed            # then: nc 127.0.0.1 8888
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_signal::{Signal, Signals};
@@ -24,16 +23,11 @@ fn main() -> std::io::Result<()> {
     let handle = server.handle();
     println!("chat on {}; Ctrl-C to stop", server.local_addr());
 
-    // The host's own executor, on every core.
-    let ex = Arc::new(Executor::new());
+    // The host's own executor, on every core: this thread and one more per extra core, which
+    // run it until `stop` is dropped.
+    let ex = Executor::new();
     let (stop, stopped) = async_channel::bounded::<()>(1);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers: Vec<_> = (1..threads)
-        .map(|_| {
-            let (ex, stopped) = (ex.clone(), stopped.clone());
-            std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())))
-        })
-        .collect();
 
     let events = handle.subscribe(1024);
     ex.spawn(async move {
@@ -68,11 +62,13 @@ fn main() -> std::io::Result<()> {
         signals.next().await;
         println!("shutting down");
     };
-    smol::block_on(ex.run(server.run(&ex, ctrl_c)));
-    drop(stop);
-    for worker in workers {
-        let _ = worker.join();
-    }
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(|| smol::block_on(ex.run(stopped.recv())));
+        }
+        smol::block_on(ex.run(server.run(&ex, ctrl_c)));
+        drop(stop);
+    });
     println!("stopped: {:?}", handle.stats());
     Ok(())
 }

@@ -15,6 +15,10 @@ use futures_lite::StreamExt;
 use smol::Executor;
 use smolchat::{Cidr, Config, ConfigError, Event, Handle, Server, Tls};
 
+mod fd_limit;
+
+use fd_limit::FdLimit;
+
 const DEFAULT_HOST: &str = "0.0.0.0";
 const DEFAULT_PORT: u16 = 8888;
 const DEFAULT_TLS_PORT: u16 = 8889;
@@ -753,7 +757,7 @@ fn serve(options: Options, log: &Log) -> ExitCode {
         }
     }
     let handle = server.handle();
-    let ex = Arc::new(Executor::new());
+    let ex = Executor::new();
     // Unreachable Redis at start: stop, rather than run a node that is silently not part of
     // the cluster. Later losses are survived (docs/CLUSTER.md).
     #[cfg(feature = "redis")]
@@ -768,36 +772,33 @@ fn serve(options: Options, log: &Log) -> ExitCode {
             cluster.node
         ));
     }
-    let (stop, stopped) = async_channel::bounded::<()>(1);
-    let workers: Vec<_> = (1..options.threads)
-        .map(|_| {
-            let (ex, stopped) = (ex.clone(), stopped.clone());
-            std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())))
-        })
-        .collect();
     let events = match options.level {
         Level::Debug => Some(handle.subscribe(LOG_QUEUE)),
         Level::Info => Some(handle.subscribe_presence(LOG_QUEUE)),
         Level::Notice | Level::Warn | Level::Error => None,
     };
-    smol::block_on(ex.run(async {
-        ex.spawn(on_signals(signals, handle, options.motd_file, log.clone()))
-            .detach();
-        if let Some(events) = events {
-            let log = log.clone();
-            ex.spawn(async move {
-                while let Ok(event) = events.recv().await {
-                    log_event(&log, &event);
-                }
-            })
-            .detach();
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    // The server runs on this thread and `threads - 1` more; they end when `stop` is dropped.
+    std::thread::scope(|scope| {
+        for _ in 1..options.threads {
+            scope.spawn(|| smol::block_on(ex.run(stopped.recv())));
         }
-        server.run(&ex, std::future::pending()).await;
-    }));
-    drop(stop);
-    for worker in workers {
-        let _ = worker.join();
-    }
+        smol::block_on(ex.run(async {
+            ex.spawn(on_signals(signals, handle, options.motd_file, log.clone()))
+                .detach();
+            if let Some(events) = events {
+                let log = log.clone();
+                ex.spawn(async move {
+                    while let Ok(event) = events.recv().await {
+                        log_event(&log, &event);
+                    }
+                })
+                .detach();
+            }
+            server.run(&ex, std::future::pending()).await;
+        }));
+        drop(stop);
+    });
     log.notice(format_args!("stopped"));
     ExitCode::SUCCESS
 }
@@ -936,23 +937,16 @@ fn log_event(log: &Log, event: &Event) {
 
 /// Raises the soft open-file limit to the hard one: each client needs a descriptor.
 fn raise_fd_limit(log: &Log) {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some() && limit.current != limit.maximum {
-        let raised = rustix::process::Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => log.notice(format_args!(
-                "open-file limit raised to {}",
-                limit.maximum.map_or("unlimited".into(), |m| m.to_string())
-            )),
-            Err(e) => log.warn(format_args!(
-                "cannot raise the open-file limit above {}: {e}",
-                limit.current.unwrap_or(0)
-            )),
-        }
+    match fd_limit::raise_fd_limit() {
+        FdLimit::Unchanged => {}
+        FdLimit::Raised(limit) => log.notice(format_args!(
+            "open-file limit raised to {}",
+            limit.map_or("unlimited".into(), |m| m.to_string())
+        )),
+        FdLimit::Kept(current, e) => log.warn(format_args!(
+            "cannot raise the open-file limit above {}: {e}",
+            current.unwrap_or(0)
+        )),
     }
 }
 
