@@ -1,6 +1,6 @@
 //! The `smolchat` binary: parses flags, runs the library's server, logs to stderr.
 
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -486,7 +486,21 @@ fn read_motd(path: &str) -> Result<String, String> {
         let e = ConfigError::MotdTooLong(usize::try_from(len).unwrap_or(usize::MAX));
         return Err(cannot(&e));
     }
-    std::fs::read_to_string(path).map_err(|e| cannot(&e))
+    // A device, a pipe or a growing file has no honest length: read no further than the limit.
+    let mut motd = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(Config::MAX_MOTD as u64 + 1)
+                .read_to_string(&mut motd)
+        })
+        .map_err(|e| cannot(&e))?;
+    if motd.len() > Config::MAX_MOTD {
+        return Err(cannot(&format_args!(
+            "more than the limit of {} bytes",
+            Config::MAX_MOTD
+        )));
+    }
+    Ok(motd)
 }
 
 /// Splits `--bind` into host and optional port: `host`, `host:port`, `::1`, `[::1]:port`.
@@ -844,6 +858,15 @@ fn reload_motd(handle: &Handle, path: Option<&str>, log: &Log) {
         log.notice(format_args!("SIGHUP: no --motd-file to re-read"));
         return;
     };
+    // Reading a pipe or a device here would block this executor thread, and with it the
+    // server, until it ended: only a regular file is re-read.
+    let regular = std::fs::metadata(path).map_or(true, |m| m.is_file());
+    if !regular {
+        log.error(format_args!(
+            "SIGHUP: --motd-file '{path}' is not a regular file; the old message of the day stays"
+        ));
+        return;
+    }
     match read_motd(path).and_then(|motd| {
         let lines = motd.lines().count();
         handle.set_motd(Some(&motd)).map_err(|e| e.to_string())?;
