@@ -137,6 +137,9 @@ where
     let mut partial_since = None;
     let mut handled = 0_u32;
     let mut read_more = false;
+    // Bytes read since the last line: input that never ends a line (an endless line, telnet
+    // commands) must cost flood tokens too, or it is read as fast as a client can send it.
+    let mut unframed = 0;
     let mut ended = false;
     loop {
         if let Some(answer) = framer.take_replies() {
@@ -153,6 +156,7 @@ where
             // Every frame counts, an overlong one too: each costs the server a reply.
             flood.wait(hub).await;
             partial_since = None;
+            unframed = 0;
             let ending = match frame {
                 Frame::Line(line) => handle_line(hub, id, line).await,
                 Frame::TooLong => {
@@ -175,6 +179,10 @@ where
         if !framer.has_partial_line() {
             partial_since = None;
         }
+        while unframed >= config.max_line {
+            flood.wait(hub).await;
+            unframed -= config.max_line;
+        }
         // Let the writers run between chunks, so a fast sender cannot starve them; after the
         // chunk's lines went out, not before, so they leave without waiting for a turn.
         if std::mem::take(&mut read_more) {
@@ -182,7 +190,10 @@ where
         }
         match read_some(stream.get_ref(), &mut framer) {
             Ok(0) => ended = true,
-            Ok(_) => read_more = true,
+            Ok(n) => {
+                read_more = true;
+                unframed += n;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if framer.has_partial_line() {
                     let deadline = *partial_since.get_or_insert_with(Instant::now)

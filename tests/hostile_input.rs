@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io;
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use common::{config, eventually, TestServer};
@@ -232,4 +232,33 @@ fn away_whois_and_ignore_are_sanitized_limited_and_flood_controlled() -> io::Res
         assert!(server.handle.stats().flood_delayed >= 9);
         Ok(())
     })
+}
+
+#[test]
+fn input_that_never_ends_a_line_is_flood_controlled_too() -> io::Result<()> {
+    // Default flood control: 5 lines at once, then 2 a second, each line up to 2048 bytes.
+    let server = TestServer::start(Config::default());
+    let client = std::net::TcpStream::connect(server.addr)?;
+    client.set_nonblocking(true)?;
+    // Telnet no-ops (IAC NOP) and one line that never ends: neither is ever a line.
+    let noise: Vec<u8> = [0xff_u8, 0xf1].repeat(16 * 1024);
+    let endless = vec![b'x'; 32 * 1024];
+    let mut sent = 0_usize;
+    let started = Instant::now();
+    let mut turn = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let chunk = if turn % 2 == 0 { &noise } else { &endless };
+        turn += 1;
+        match (&client).write(chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Read at flood speed (4 KiB a second after the burst), the server leaves the rest to the
+    // kernel's buffers, a few megabytes at most; read at full speed it would take gigabytes.
+    assert!(sent < 32 << 20, "the server read {sent} bytes in 3 s");
+    Ok(())
 }
