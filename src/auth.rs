@@ -43,8 +43,6 @@ where
     let deadline = Instant::now() + hub.config.auth_timeout;
     let phase = async {
         send(stream, &protocol::password_wanted()).await?;
-        let mut failures = 0;
-
         loop {
             while let Some(frame) = framer.next_frame() {
                 let Frame::Line(line) = frame else {
@@ -53,14 +51,16 @@ where
                 };
                 let raw = String::from_utf8_lossy(line);
                 let reply = match protocol::parse(&sanitize(&raw)) {
-                    Ok(Input::Pass(given)) if same_secret(given, password) => {
-                        return io::Result::Ok(true)
-                    }
-                    Ok(Input::Pass(_)) => {
-                        failures += 1;
-                        hub.pass_failed(addr);
+                    Ok(Input::Pass(given)) => {
+                        let right = same_secret(given, password);
+                        if !right {
+                            hub.pass_failed(addr);
+                        }
                         // Not reading meanwhile: the next guess waits its turn in the socket.
-                        Timer::after(penalty(hub.config.password_delay, failures)).await;
+                        Timer::after(hub.password_answer(addr, right)).await;
+                        if right {
+                            return io::Result::Ok(true);
+                        }
                         protocol::error(CommandError::WrongPassword)
                     }
                     Ok(Input::Quit(_)) => {

@@ -240,7 +240,7 @@ async fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
         Ok(Input::Oper(password)) => {
             // Answered once, outside the retry loop below: each wrong password counts once.
             let (wait, answer) = match hub.oper(id, password) {
-                Ok(()) => (None, protocol::opered()),
+                Ok(wait) => (Some(wait), protocol::opered()),
                 Err(OperError::NoOperators) => (None, protocol::error(CommandError::NoOperators)),
                 Err(OperError::Wrong(wait)) => {
                     (Some(wait), protocol::error(CommandError::WrongPassword))

@@ -120,6 +120,43 @@ fn wrong_passwords_are_answered_ever_more_slowly() -> io::Result<()> {
 }
 
 #[test]
+fn guesses_from_new_connections_wait_too_and_a_right_answer_is_no_quicker() -> io::Result<()> {
+    const DELAY: Duration = Duration::from_millis(300);
+    let server = TestServer::start(Config {
+        password_delay: DELAY,
+        ..private()
+    });
+    let guesser: std::net::IpAddr = "127.0.0.2".parse().expect("an address");
+    smol::block_on(async {
+        let mut first = Client::connect_raw_from(server.addr, guesser).await?;
+        first.line().await?;
+        first.send("/pass wrong").await?;
+        first.expect("! wrong password").await?;
+        // A fresh connection from the same address: its wrong guess waits twice as long, and
+        // even the right password is answered no sooner than a wrong one would be, so a
+        // guesser cannot hang up on silence and try again at once.
+        let mut second = Client::connect_raw_from(server.addr, guesser).await?;
+        second.line().await?;
+        let started = Instant::now();
+        second.send("/pass still wrong").await?;
+        second.expect("! wrong password").await?;
+        assert!(started.elapsed() >= 2 * DELAY, "{:?}", started.elapsed());
+        let mut third = Client::connect_raw_from(server.addr, guesser).await?;
+        third.line().await?;
+        let started = Instant::now();
+        third.send(&format!("/pass {PASSWORD}")).await?;
+        third.read_welcome().await?;
+        assert!(started.elapsed() >= 2 * DELAY, "{:?}", started.elapsed());
+        // Another address has guessed nothing wrong: its clients are not held up.
+        let mut other =
+            Client::connect_raw_from(server.addr, "127.0.0.3".parse().expect("an address")).await?;
+        other.line().await?;
+        other.send(&format!("/pass {PASSWORD}")).await?;
+        other.read_welcome().await
+    })
+}
+
+#[test]
 fn a_client_that_never_authenticates_is_dropped_after_the_bound() -> io::Result<()> {
     const BOUND: Duration = Duration::from_millis(500);
     let server = TestServer::start(Config {

@@ -19,7 +19,24 @@ pub(super) struct Admission {
     per_address: HashMap<Cidr, usize>,
     /// At most [`Config::max_bans`]; expired ones are dropped whenever the list is read.
     bans: Vec<BanEntry>,
+    /// Wrong passwords (`/pass`, `/oper`) per [`Cidr::host_group`], so that guessing is slow
+    /// from an address however many connections it opens. At most [`MAX_GUESSERS`] addresses.
+    guesses: HashMap<Cidr, Guesses>,
 }
+
+/// Wrong passwords from one address, forgotten [`FORGET_GUESSES`] after the last.
+#[derive(Debug, Clone, Copy)]
+struct Guesses {
+    failures: u32,
+    last: Instant,
+}
+
+/// Addresses whose wrong passwords are remembered at once; bounds the table. Past it, the
+/// ones that failed longest ago are forgotten first.
+const MAX_GUESSERS: usize = 4096;
+
+/// How long an address's wrong passwords count against it.
+const FORGET_GUESSES: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug)]
 struct BanEntry {
@@ -50,6 +67,46 @@ impl Admission {
         self.open += 1;
         self.per_address.insert(key, from_here + 1);
         Ok(())
+    }
+
+    /// Wrong passwords from `ip`'s address group that still count.
+    pub(super) fn guesses(&mut self, ip: IpAddr, now: Instant) -> u32 {
+        let key = Cidr::host_group(ip.to_canonical());
+        match self.guesses.get(&key) {
+            Some(g) if now.saturating_duration_since(g.last) < FORGET_GUESSES => g.failures,
+            Some(_) => {
+                self.guesses.remove(&key);
+                0
+            }
+            None => 0,
+        }
+    }
+
+    /// Records a wrong password from `ip` (`right`: a right one, which clears the record).
+    pub(super) fn guessed(&mut self, ip: IpAddr, right: bool, now: Instant) {
+        let key = Cidr::host_group(ip.to_canonical());
+        if right {
+            self.guesses.remove(&key);
+            return;
+        }
+        let failures = self.guesses(ip, now).saturating_add(1);
+        if self.guesses.len() >= MAX_GUESSERS && !self.guesses.contains_key(&key) {
+            let oldest = self
+                .guesses
+                .iter()
+                .min_by_key(|(_, g)| g.last)
+                .map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                self.guesses.remove(&oldest);
+            }
+        }
+        self.guesses.insert(
+            key,
+            Guesses {
+                failures,
+                last: now,
+            },
+        );
     }
 
     /// Forgets a connection counted by [`admit`](Self::admit).

@@ -42,8 +42,6 @@ pub(super) struct Client {
     pub(super) operator: bool,
     /// Its lines go nowhere (`/mute`).
     pub(super) muted: bool,
-    /// Wrong `/oper` passwords so far: each doubles the wait for the next answer.
-    pub(super) oper_failures: u32,
 }
 
 /// A client's away state.
@@ -77,7 +75,6 @@ impl Client {
             ignored_by: HashSet::new(),
             operator: false,
             muted: false,
-            oper_failures: 0,
         }
     }
 }

@@ -706,27 +706,35 @@ impl Hub {
 
     // Operators.
 
-    /// Makes a client an operator if `password` is the operator password; the caller answers.
-    pub(crate) fn oper(&self, id: Id, password: &str) -> Result<(), OperError> {
+    /// Makes a client an operator if `password` is the operator password. `Ok` holds how long
+    /// the caller waits before it answers (see [`password_answer`](Self::password_answer)).
+    pub(crate) fn oper(&self, id: Id, password: &str) -> Result<Duration, OperError> {
         let Some(secret) = &self.config.oper_password else {
             return Err(OperError::NoOperators);
         };
         let right = auth::same_secret(password, secret);
         let mut st = self.lock();
         let Some(client) = st.directory.get_mut(id) else {
-            return Ok(());
+            return Ok(Duration::ZERO);
         };
         let (name, addr) = (client.name.clone(), client.addr);
         if right {
             client.operator = true;
+        }
+        let wait = st.password_answer(&self.config, addr, right);
+        if right {
             st.emit(|| Event::Opered { name, addr });
-            Ok(())
+            Ok(wait)
         } else {
-            client.oper_failures = client.oper_failures.saturating_add(1);
-            let wait = auth::penalty(self.config.password_delay, client.oper_failures);
             st.emit(|| Event::OperFailed { name, addr });
             Err(OperError::Wrong(wait))
         }
+    }
+
+    /// Records a `/pass` password from a connection that has not joined; returns how long to
+    /// hold up the answer (see [`State::password_answer`]).
+    pub(crate) fn password_answer(&self, addr: SocketAddr, right: bool) -> Duration {
+        self.lock().password_answer(&self.config, addr, right)
     }
 
     /// `/kick`: disconnects a user; the reason names the operator.
@@ -938,6 +946,21 @@ impl Hub {
 }
 
 impl State {
+    /// Records a password from `addr` (`/pass` or `/oper`) and says how long its answer waits:
+    /// a wrong one always, doubling with each from the same address (whatever connection it
+    /// came on), and once an address has guessed wrong, a right one too, so that a quick answer
+    /// tells a guesser nothing.
+    fn password_answer(&mut self, config: &Config, addr: SocketAddr, right: bool) -> Duration {
+        let now = Instant::now();
+        let before = self.admission.guesses(addr.ip(), now);
+        self.admission.guessed(addr.ip(), right, now);
+        match (right, before) {
+            (true, 0) => Duration::ZERO,
+            (true, _) => auth::penalty(config.password_delay, before),
+            (false, _) => auth::penalty(config.password_delay, before + 1),
+        }
+    }
+
     /// Adds a client to `held` if its own queue is full (for what it is sent back).
     fn hold(&mut self, id: Id, held: &mut Held) {
         if let Some(client) = self.directory.get(id) {
