@@ -345,4 +345,28 @@ mod tests {
         assert!(!admission.unban(range));
         assert_eq!(admission.admit(addr("10.1.2.3:1"), &config), Ok(()));
     }
+
+    #[test]
+    fn wrong_passwords_count_per_address_group_until_forgotten_or_right() {
+        let mut admission = Admission::default();
+        let now = Instant::now();
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        admission.guessed(ip("2001:db8::1"), false, now);
+        admission.guessed(ip("2001:db8::2"), false, now);
+        assert_eq!(admission.guesses(ip("2001:db8::99"), now), 2, "one /64");
+        assert_eq!(admission.guesses(ip("192.0.2.1"), now), 0);
+        let later = now + FORGET_GUESSES;
+        assert_eq!(admission.guesses(ip("2001:db8::1"), later), 0, "forgotten");
+        admission.guessed(ip("192.0.2.1"), false, now);
+        admission.guessed(ip("192.0.2.1"), true, now);
+        assert_eq!(
+            admission.guesses(ip("192.0.2.1"), now),
+            0,
+            "cleared by a right one"
+        );
+        for i in 0..(MAX_GUESSERS as u32 + 10) {
+            admission.guessed(IpAddr::from(i.to_be_bytes()), false, now);
+        }
+        assert!(admission.guesses.len() <= MAX_GUESSERS);
+    }
 }
