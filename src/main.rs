@@ -2,7 +2,6 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +21,10 @@ use fd_limit::FdLimit;
 const DEFAULT_HOST: &str = "0.0.0.0";
 const DEFAULT_PORT: u16 = 8888;
 const DEFAULT_TLS_PORT: u16 = 8889;
+
+/// Most executor threads: far more than any machine has cores, few enough that starting them
+/// cannot exhaust the process's threads (`--threads 100000` would abort).
+const MAX_THREADS: usize = 1024;
 
 /// Log lines waiting for stderr. Beyond this they are dropped and counted, so a stderr that
 /// blocks (a full pipe nobody reads) never stalls the server.
@@ -284,8 +287,9 @@ fn parse_args() -> Result<Option<Options>, UsageError> {
                 shown = options.port.to_string();
             }
             "--threads" => {
-                options.threads =
-                    value::<NonZeroUsize>(&mut parser, &flag, "a positive number")?.get()
+                let valid = |n: &usize| (1..=MAX_THREADS).contains(n);
+                let what = format!("a number from 1 to {MAX_THREADS}");
+                options.threads = checked(&mut parser, &flag, &what, valid)?;
             }
             "--max-line" => c.max_line = number(&mut parser, &flag)?,
             "--queue-lines" => c.queue_lines = number(&mut parser, &flag)?,

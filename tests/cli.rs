@@ -35,6 +35,7 @@ fn bad_values_name_the_flag_and_exit_2() -> io::Result<()> {
         (&["--motd-file", "/nonexistent/motd.txt"], "--motd-file"),
         (&["--write-timeout", "0"], "--write-timeout"),
         (&["--stall-timeout", "0"], "--stall-timeout"),
+        (&["--threads", "100000"], "--threads"),
         (&["--shutdown-grace", "0"], "--shutdown-grace"),
         (&["--partial-line-timeout", "0"], "--partial-line-timeout"),
         (
