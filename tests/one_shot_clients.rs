@@ -100,29 +100,36 @@ fn a_refused_one_shot_client_reads_why() -> io::Result<()> {
 fn a_client_that_half_closes_gets_what_was_queued_and_a_last_line() -> io::Result<()> {
     let server = TestServer::start(config());
     smol::block_on(async {
-        let mut other = server.connect().await?;
+        let mut others = server.clients(2).await?;
         let mut client = TcpStream::connect(server.addr)?;
         client.set_read_timeout(Some(TIMEOUT))?;
         let mut welcome = Vec::new();
         let mut byte = [0];
-        // Up to the line that names it, so the other client knows who it is.
-        while !String::from_utf8_lossy(&welcome).contains("users here:") {
+        // Up to the end of the line that says where it is.
+        while !String::from_utf8_lossy(&welcome).contains("users here: 3\n") {
             client.read_exact(&mut byte)?;
             welcome.push(byte[0]);
         }
-        let joined = other.until(|l| l.ends_with(" joined #lobby")).await?;
+        let joined = others[0].until(|l| l.ends_with(" joined #lobby")).await?;
+        others[1].expect(&joined).await?;
         let name = joined["*** ".len()..joined.len() - " joined #lobby".len()].to_string();
         client.write_all(b"hello before I go\n")?;
-        other.expect(&format!("{name}: hello before I go")).await?;
-        other.send("one more for you").await?;
+        others[0]
+            .expect(&format!("{name}: hello before I go"))
+            .await?;
+        others[1]
+            .expect(&format!("{name}: hello before I go"))
+            .await?;
+        others[0].send("one more for you").await?;
+        // Delivered to one member is queued for all of them, the half-closing client included.
+        let sender = others[0].name.clone();
+        others[1]
+            .expect(&format!("{sender}: one more for you"))
+            .await?;
         client.shutdown(Shutdown::Write)?;
         let mut rest = String::new();
         client.read_to_string(&mut rest)?;
-        assert!(
-            rest.contains(&format!("{}: one more for you\n", other.name)),
-            "{rest:?}"
-        );
-        assert!(rest.ends_with("*** bye\n"), "{rest:?}");
+        assert_eq!(rest, format!("{sender}: one more for you\n*** bye\n"));
         Ok(())
     })
 }
