@@ -138,8 +138,11 @@ pub(crate) fn parse(line: &str) -> Result<Input<'_>, CommandError> {
         "ban" => {
             let (target, rest) = first_word(arg(BAN_USAGE)?);
             let (duration, reason) = match rest.map(first_word) {
+                // Anything that reads as a number is meant as minutes (`NaN`, `-5` and `inf`
+                // too), and must be a valid number of them: never a reason that bans for ever.
                 Some((word, reason))
-                    if word.starts_with(|c: char| c.is_ascii_digit() || c == '.') =>
+                    if word.starts_with(|c: char| c.is_ascii_digit() || ".+-".contains(c))
+                        || word.parse::<f64>().is_ok() =>
                 {
                     (Some(minutes(word)?), reason)
                 }
@@ -161,6 +164,11 @@ pub(crate) fn parse(line: &str) -> Result<Input<'_>, CommandError> {
 }
 
 const BAN_USAGE: &str = "/ban NAME|ADDRESS [MINUTES] [REASON]";
+
+/// The widest ranges an operator may ban over the wire, so a slip (`/ban 0.0.0.0/0`) cannot
+/// lock everyone out; the host's [`Handle::ban_range`](crate::Handle::ban_range) is not limited.
+pub(crate) const MIN_BAN_PREFIX_V4: u8 = 8;
+pub(crate) const MIN_BAN_PREFIX_V6: u8 = 16;
 
 /// Splits off the first word; the rest, if any, trimmed.
 fn first_word(text: &str) -> (&str, Option<&str>) {
@@ -253,6 +261,10 @@ pub(crate) enum CommandError {
     InvalidMinutes(Box<str>),
     InvalidRange(Box<str>),
     NotBanned(Cidr),
+    /// `/ban` of a range wider than [`MIN_BAN_PREFIX_V4`] / [`MIN_BAN_PREFIX_V6`].
+    BanTooWide(Cidr),
+    /// `/ban` of a range that holds the operator's own address.
+    BanOwnAddress(Cidr),
     BanListFull(usize),
 }
 
@@ -298,6 +310,14 @@ impl fmt::Display for CommandError {
                 "invalid address \"{text}\": use an address or ADDRESS/PREFIX"
             ),
             CommandError::NotBanned(range) => write!(f, "{range} is not banned"),
+            CommandError::BanTooWide(range) => write!(
+                f,
+                "{range} is too wide to ban from chat (at most /{MIN_BAN_PREFIX_V4} for IPv4, \
+                 /{MIN_BAN_PREFIX_V6} for IPv6)"
+            ),
+            CommandError::BanOwnAddress(range) => {
+                write!(f, "{range} includes your own address; not banned")
+            }
             CommandError::BanListFull(max) => {
                 write!(f, "the ban list is full ({max} bans); lift one first")
             }
@@ -971,6 +991,10 @@ mod tests {
             Err("invalid number of minutes \"0\": use a positive number up to 525600".into())
         );
         assert!(error("/ban bob 10x").is_err());
+        for word in ["NaN", "inf", "-5", "-0", "+0"] {
+            let line = format!("/ban bob {word} spam");
+            assert!(parse(&line).is_err(), "{word}");
+        }
         assert!(error("/ban bob 600000").is_err());
         assert_eq!(
             error("/ban"),

@@ -338,6 +338,42 @@ fn a_muted_users_lines_go_nowhere_until_unmuted() -> io::Result<()> {
 }
 
 #[test]
+fn bans_that_would_lock_everyone_out_or_read_oddly_are_refused() -> io::Result<()> {
+    let server = TestServer::start(with_operators());
+    smol::block_on(async {
+        let mut c = server.clients(2).await?;
+        c[0].send(&format!("/oper {SECRET}")).await?;
+        c[0].expect("*** you are now an operator").await?;
+        for (command, answer) in [
+            (
+                "/ban 0.0.0.0/0 oops",
+                "! 0.0.0.0/0 is too wide to ban from chat (at most /8 for IPv4, /16 for IPv6)",
+            ),
+            (
+                "/ban 127.0.0.0/8",
+                "! 127.0.0.0/8 includes your own address; not banned",
+            ),
+            (
+                "/ban 127.0.0.11/33",
+                "! invalid address \"127.0.0.11/33\": use an address or ADDRESS/PREFIX",
+            ),
+            (
+                "/ban guest2 NaN spam",
+                "! invalid number of minutes \"NaN\": use a positive number up to 525600",
+            ),
+        ] {
+            c[0].send(command).await?;
+            c[0].expect(answer).await?;
+        }
+        c[0].send("/bans").await?;
+        c[0].expect("*** no bans").await?;
+        // Nobody was banned: the other client is still here.
+        c[1].send("still here").await?;
+        c[0].expect("guest2: still here").await
+    })
+}
+
+#[test]
 fn stats_show_the_servers_counters_to_operators() -> io::Result<()> {
     let server = TestServer::start(with_operators());
     smol::block_on(async {

@@ -768,12 +768,27 @@ impl Hub {
         let operator = st.operator(id)?;
         let range = match target.parse::<Cidr>() {
             Ok(range) => range,
+            // Names hold no `.`, `:` or `/`: this was meant as an address.
+            Err(_) if target.contains(['.', ':', '/']) => {
+                return Err(CommandError::InvalidRange(target.into()).into())
+            }
             Err(_) => st
                 .directory
                 .find(target)
                 .map(|(_, client)| Cidr::host_group(client.addr.ip()))
                 .ok_or_else(|| CommandError::NoSuchUser(target.into()))?,
         };
+        let widest = match range.addr() {
+            std::net::IpAddr::V4(_) => protocol::MIN_BAN_PREFIX_V4,
+            std::net::IpAddr::V6(_) => protocol::MIN_BAN_PREFIX_V6,
+        };
+        if range.prefix() < widest {
+            return Err(CommandError::BanTooWide(range).into());
+        }
+        let own = st.directory.get(id).map(|c| c.addr.ip().to_canonical());
+        if own.is_some_and(|ip| range.contains(ip)) {
+            return Err(CommandError::BanOwnAddress(range).into());
+        }
         st.clear(id)?;
         let range = st.ban(
             &self.config,
