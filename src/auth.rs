@@ -86,9 +86,17 @@ where
         Timer::at(deadline).await;
         Err(io::ErrorKind::TimedOut.into())
     };
-    match phase.or(out_of_time).await {
+    let shutting_down = async {
+        hub.stopped().await;
+        Err(io::ErrorKind::Interrupted.into())
+    };
+    match phase.or(out_of_time).or(shutting_down).await {
         Ok(true) => Some(framer),
         Ok(false) => None,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            let _ = io::Write::write(&mut stream.get_ref(), protocol::shutting_down().as_bytes());
+            None
+        }
         Err(e) if e.kind() == io::ErrorKind::TimedOut => {
             // Only if the socket takes it at once: the time is up.
             let _ = io::Write::write(

@@ -157,6 +157,29 @@ fn guesses_from_new_connections_wait_too_and_a_right_answer_is_no_quicker() -> i
 }
 
 #[test]
+fn shutdown_tells_and_closes_a_client_still_before_pass() -> io::Result<()> {
+    // Bounds far beyond the test's wait: only shutdown itself can end the connection.
+    let server = TestServer::start(Config {
+        auth_timeout: Duration::from_secs(300),
+        shutdown_grace: Duration::from_secs(300),
+        ..private()
+    });
+    let mut waiting = smol::block_on(async {
+        let mut client = Client::connect_raw(server.addr).await?;
+        client
+            .expect("*** this server is private: send /pass PASSWORD")
+            .await?;
+        io::Result::Ok(client)
+    })?;
+    server.handle.shutdown();
+    smol::block_on(async {
+        assert_eq!(waiting.rest().await?, "*** server is shutting down\n");
+        io::Result::Ok(())
+    })?;
+    server.stop_within(Duration::from_secs(10)).map(drop)
+}
+
+#[test]
 fn a_client_that_never_authenticates_is_dropped_after_the_bound() -> io::Result<()> {
     const BOUND: Duration = Duration::from_millis(500);
     let server = TestServer::start(Config {

@@ -637,6 +637,9 @@ impl Hub {
     /// Starts a graceful shutdown: refuses new clients, gives every client a last notice and
     /// closes its outbox so its writer ends after flushing.
     pub(crate) fn close_all(&self) {
+        // Also wakes whoever waits on `stopped`: clients still before `/pass` are not in the
+        // tables below.
+        self.stop();
         let mut st = self.lock();
         st.closing = true;
         // Everyone goes at once: no room is left to tell, so clear the tables wholesale instead
