@@ -320,6 +320,9 @@ struct Registry {
     names: HashMap<String, String>,
     /// Other nodes → when each was last heard.
     nodes: HashMap<NodeId, Instant>,
+    /// Nodes this one reported lost, and when: not taken for new again from the rooms' node
+    /// sets, which still list them until their presence is gone.
+    lost: HashMap<NodeId, Instant>,
 }
 
 /// Script hashes from `SCRIPT LOAD`, the same on every Redis for the same text.
@@ -1301,6 +1304,32 @@ impl Task {
                 .collect();
             self.pipeline(cmd, &expires).await?;
         }
+        // Nodes with members in this node's rooms that it never heard from (one that started and
+        // died between two heartbeats of this one): known from now on, so that their silence
+        // makes them lost like any other.
+        let rooms: Vec<String> = self.shared.registry().rooms.keys().cloned().collect();
+        let reads: Vec<Vec<u8>> = rooms
+            .iter()
+            .map(|room| {
+                Command::new("SMEMBERS")
+                    .arg(keys::room_nodes_key(room))
+                    .encode()
+            })
+            .collect();
+        let mut listed = Vec::new();
+        for reply in self.pipeline(cmd, &reads).await? {
+            listed.extend(strings(reply).map_err(|_| protocol_error("bad room nodes"))?);
+        }
+        {
+            let mut registry = self.shared.registry();
+            let forget = self.shared.config.presence_ttl() * 10;
+            registry.lost.retain(|_, at| at.elapsed() < forget);
+            for node in listed.iter().filter_map(|n| n.parse::<NodeId>().ok()) {
+                if node != self.shared.node && !registry.lost.contains_key(&node) {
+                    registry.nodes.entry(node).or_insert_with(Instant::now);
+                }
+            }
+        }
         let lost: Vec<NodeId> = {
             let mut registry = self.shared.registry();
             let timeout = self.shared.config.node_timeout;
@@ -1312,6 +1341,7 @@ impl Task {
                 .collect();
             lost.iter().for_each(|node| {
                 registry.nodes.remove(node);
+                registry.lost.insert(node.clone(), Instant::now());
             });
             lost
         };
@@ -1443,6 +1473,7 @@ impl Task {
                 Some(("hello", node)) => {
                     if let Ok(node) = node.parse::<NodeId>() {
                         if node != shared.node {
+                            registry.lost.remove(&node);
                             registry.nodes.insert(node, Instant::now());
                         }
                     }
