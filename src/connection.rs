@@ -25,7 +25,7 @@ use crate::config::{Draft, Verdict};
 use crate::event::{LeaveReason, Refusal};
 use crate::framing::{Frame, Framer};
 use crate::hub::{Hub, Id, OperError, Refused};
-use crate::outbox::{cost, outbox, Backlog, Inbox, Item, Limits, Outbox, RETRY};
+use crate::outbox::{cost, outbox, Inbox, Item, Limits, RETRY};
 use crate::protocol::{self, CommandError, Input};
 use crate::sanitize::sanitize;
 use crate::Config;
@@ -63,7 +63,7 @@ where
     let (outbox, inbox) = outbox(Limits::from(&hub.config));
     // In a cluster, a guest name unique across it (None otherwise).
     let named = hub.cluster_guest().await;
-    let id = match hub.join_as(addr, outbox.clone(), named) {
+    let id = match hub.join_as(addr, outbox, named) {
         Ok(id) => id,
         Err(refusal) => return refuse(&stream, &refusal).await,
     };
@@ -73,7 +73,7 @@ where
         left: false,
     };
     let mut writer = pin!(write_loop(&stream, inbox, &hub.config));
-    let reader = async { Ok(read_loop(&stream, hub, id, &outbox, framer).await) };
+    let reader = async { Ok(read_loop(&stream, hub, id, framer).await) };
     match reader.or(async { Err(writer.as_mut().await) }).await {
         Ok((reason, farewell)) => {
             registration.leave(reason, farewell);
@@ -121,13 +121,7 @@ impl Drop for Registration<'_> {
     }
 }
 
-async fn read_loop<S>(
-    stream: &Async<S>,
-    hub: &Hub,
-    id: Id,
-    outbox: &Outbox,
-    mut framer: Framer,
-) -> Ending
+async fn read_loop<S>(stream: &Async<S>, hub: &Hub, id: Id, mut framer: Framer) -> Ending
 where
     for<'s> &'s S: Read + Write,
     S: AsFd,
@@ -143,7 +137,7 @@ where
     let mut ended = false;
     loop {
         if let Some(answer) = framer.take_replies() {
-            if let Some(ending) = answer_telnet(hub, id, outbox, answer).await {
+            if let Some(ending) = answer_telnet(hub, id, answer.into()).await {
                 return ending;
             }
         }
@@ -314,25 +308,19 @@ async fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
 
 /// Queues the answers to a telnet client's negotiation: bytes, not text, for this client only,
 /// so like its replies they wait while its own queue is full.
-async fn answer_telnet(hub: &Hub, id: Id, outbox: &Outbox, answer: Vec<u8>) -> Option<Ending> {
-    loop {
-        match outbox.backlog() {
-            Backlog::Clear => {
-                return outbox.push_item(answer.into()).is_err().then(gone);
-            }
-            Backlog::Paced(pace) if pace.wait().await.is_ok() => {}
-            Backlog::Paced(_) | Backlog::TooSlow => {
-                hub.drop_slow(id, outbox);
-                return Some(gone());
-            }
-        }
-    }
+async fn answer_telnet(hub: &Hub, id: Id, answer: Item) -> Option<Ending> {
+    deliver(hub, || hub.answer(id, &answer)).await
 }
 
 /// Sends the client a line of its own (a reply or an error), waiting while its queue is full.
 async fn send(hub: &Hub, id: Id, line: &Arc<str>) -> Option<Ending> {
+    deliver(hub, || hub.reply(id, line)).await
+}
+
+/// Does `act` (queueing something for the client itself), waiting whenever its queue is full.
+async fn deliver(hub: &Hub, act: impl Fn() -> Result<(), Refused>) -> Option<Ending> {
     loop {
-        match hub.reply(id, line) {
+        match act() {
             Ok(()) | Err(Refused::Command(_)) => return None,
             Err(Refused::Held(held)) => held.wait(hub).await,
             Err(Refused::Gone) => return Some(gone()),

@@ -27,7 +27,7 @@ use smol::Timer;
 use crate::event::LeaveReason;
 use crate::Config;
 
-/// A queued item: a line's bytes (a line is shared by every recipient; see [`line`]).
+/// A queued item: a line's bytes, the same allocation for every recipient of the line.
 pub(crate) type Item = Arc<[u8]>;
 
 /// Bytes a socket may take in one go: the kernel queues a write as a segment of up to 64 KiB
@@ -38,6 +38,8 @@ const GRAIN: u64 = 64 * 1024;
 
 /// How long a congested client's drain rate is measured before it is trusted.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// How often a paced sender looks at its recipient again between wake-ups.
 const RECHECK: Duration = Duration::from_millis(250);
 
 /// How often a congested client's writer tries its socket again without waiting for it to
@@ -111,7 +113,7 @@ struct Shared {
     congested: AtomicBool,
     /// Bytes written since the start, for the drain rate during an episode.
     written: AtomicU64,
-    /// When the writer last found the socket full with lines waiting (ms since [`epoch`]);
+    /// When the writer last found the socket full with lines waiting (see [`millis`]);
     /// 0 while writes go through.
     blocked_since: AtomicU64,
 }
@@ -523,6 +525,19 @@ mod tests {
         vec![b'x'; len - LINE_OVERHEAD].into()
     }
 
+    /// Fills a queue of `limits` just past its soft bound of 1000 bytes; returns the sender's
+    /// ticket to wait for it.
+    fn congested(limits: Limits) -> (Outbox, Inbox, Pace) {
+        let (outbox, inbox) = outbox(limits);
+        for _ in 0..11 {
+            outbox.push_item(item(100)).expect("room");
+        }
+        let Backlog::Paced(pace) = outbox.backlog() else {
+            panic!("expected pacing");
+        };
+        (outbox, inbox, pace)
+    }
+
     #[test]
     fn clear_until_over_the_soft_bound() {
         let (outbox, _inbox) = outbox(limits(1000));
@@ -568,13 +583,7 @@ mod tests {
     #[test]
     fn draining_to_half_wakes_paced_senders() {
         smol::block_on(async {
-            let (outbox, mut inbox) = outbox(limits(1000));
-            for _ in 0..11 {
-                outbox.push_item(item(100)).expect("room");
-            }
-            let Backlog::Paced(pace) = outbox.backlog() else {
-                panic!("expected pacing");
-            };
+            let (outbox, mut inbox, pace) = congested(limits(1000));
             let taken = inbox.recv().await.expect("lines");
             inbox.wrote(1100);
             inbox.written(taken.len(), taken.iter().map(cost).sum());
@@ -586,13 +595,7 @@ mod tests {
     #[test]
     fn closing_wakes_paced_senders_and_ends_the_writer() {
         smol::block_on(async {
-            let (outbox, mut inbox) = outbox(limits(1000));
-            for _ in 0..11 {
-                outbox.push_item(item(100)).expect("room");
-            }
-            let Backlog::Paced(pace) = outbox.backlog() else {
-                panic!("expected pacing");
-            };
+            let (outbox, mut inbox, pace) = congested(limits(1000));
             outbox.close();
             assert_eq!(pace.wait().await, Ok(()));
             let taken = inbox
@@ -608,16 +611,10 @@ mod tests {
     #[test]
     fn a_recipient_that_never_drains_is_too_slow_after_the_stall_timeout() {
         smol::block_on(async {
-            let (outbox, _inbox) = outbox(Limits {
+            let (_outbox, _inbox, pace) = congested(Limits {
                 stall_timeout: Duration::from_millis(300),
                 ..limits(1000)
             });
-            for _ in 0..11 {
-                outbox.push_item(item(100)).expect("room");
-            }
-            let Backlog::Paced(pace) = outbox.backlog() else {
-                panic!("expected pacing");
-            };
             let started = Instant::now();
             assert_eq!(pace.wait().await, Err(TooSlow));
             assert!(started.elapsed() >= Duration::from_millis(250));

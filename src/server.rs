@@ -420,17 +420,13 @@ struct Refusing(Arc<Hub>);
 
 impl Refusing {
     fn start(hub: &Arc<Hub>) -> Option<Refusing> {
-        let refusing = &hub.counters.refusing;
-        let mut now = refusing.load(Ordering::Relaxed);
-        loop {
-            if now >= MAX_REFUSING {
-                return None;
-            }
-            match refusing.compare_exchange(now, now + 1, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Some(Refusing(hub.clone())),
-                Err(actual) => now = actual,
-            }
-        }
+        hub.counters
+            .refusing
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_REFUSING).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Refusing(hub.clone()))
     }
 }
 

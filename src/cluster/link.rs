@@ -543,14 +543,8 @@ impl Link {
             }
             members.insert(id, name.to_owned());
         }
-        let cmd = self
-            .eval(scripts::ENTER, &presence_keys(room, &shared.node))
-            .arg(id.to_string())
-            .arg(name)
-            .arg(millis(shared.config.presence_ttl()))
-            .arg(shared.node.as_str())
-            .arg(room);
-        let _ = self.queue(cmd);
+        let cmd = self.eval(scripts::ENTER, &presence_keys(room, &shared.node));
+        let _ = self.queue(enter_args(cmd, shared, room, id, name));
     }
 
     /// Records that connection `id` left `room` on this node; the last one out unsubscribes
@@ -1077,14 +1071,8 @@ impl Task {
         let mut writes = Vec::new();
         for (room, members) in &rooms {
             for (id, name) in members {
-                let enter = self
-                    .eval(scripts::ENTER, &presence_keys(room, &shared.node))
-                    .arg(id.to_string())
-                    .arg(name)
-                    .arg(millis(shared.config.presence_ttl()))
-                    .arg(shared.node.as_str())
-                    .arg(room);
-                writes.push(enter.encode());
+                let enter = self.eval(scripts::ENTER, &presence_keys(room, &shared.node));
+                writes.push(enter_args(enter, shared, room, *id, name).encode());
             }
         }
         self.pipeline(cmd, &writes).await?;
@@ -1582,6 +1570,15 @@ async fn open(url: &RedisUrl, config: &LinkConfig) -> io::Result<(Connection, Co
         }
     }
     Ok((cmd, sub, Shas(shas)))
+}
+
+/// The ENTER script's arguments: member `id`, called `name`, of `room` on this node.
+fn enter_args(cmd: Command, shared: &Shared, room: &str, id: u64, name: &str) -> Command {
+    cmd.arg(id.to_string())
+        .arg(name)
+        .arg(millis(shared.config.presence_ttl()))
+        .arg(shared.node.as_str())
+        .arg(room)
 }
 
 fn presence_keys(room: &str, node: &NodeId) -> [String; 3] {

@@ -35,7 +35,7 @@ use async_channel::{Receiver, Sender};
 use crate::auth;
 use crate::event::{Event, LeaveReason, Refusal};
 use crate::handle::{Ban, NotFound, RoomInfo, Stats, User};
-use crate::outbox::{Backlog, Outbox, Pace};
+use crate::outbox::{Backlog, Item, Outbox, Pace};
 use crate::protocol::{self, check_name, CommandError, NameError, Time, Whois};
 use crate::sanitize::sanitize;
 use crate::{Cidr, Config};
@@ -618,6 +618,19 @@ impl Hub {
     /// Queues a line for one client (replies and errors).
     pub(crate) fn reply(&self, id: Id, line: &Arc<str>) -> Result<(), Refused> {
         self.lock().reply(id, line)
+    }
+
+    /// Queues bytes that are not text for one client (answers to its telnet negotiation),
+    /// like a reply: once its own queue has room.
+    pub(crate) fn answer(&self, id: Id, bytes: &Item) -> Result<(), Refused> {
+        let mut st = self.lock();
+        st.clear(id)?;
+        if let Some(client) = st.directory.get(id) {
+            if let Err(e) = client.outbox.push_item(bytes.clone()) {
+                st.doomed.push((id, e.into()));
+            }
+        }
+        Ok(())
     }
 
     /// Disconnects a recipient that a paced sender found too slow, unless it already left (or
