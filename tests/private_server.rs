@@ -147,6 +147,14 @@ fn guesses_from_new_connections_wait_too_and_a_right_answer_is_no_quicker() -> i
         third.send(&format!("/pass {PASSWORD}")).await?;
         third.read_welcome().await?;
         assert!(started.elapsed() >= 2 * DELAY, "{:?}", started.elapsed());
+        // A right password clears nothing, so it can neither reset a guesser's wait nor tell
+        // another connection that it was right.
+        let mut fourth = Client::connect_raw_from(server.addr, guesser).await?;
+        fourth.line().await?;
+        let started = Instant::now();
+        fourth.send("/pass wrong again").await?;
+        fourth.expect("! wrong password").await?;
+        assert!(started.elapsed() >= 4 * DELAY, "{:?}", started.elapsed());
         // Another address has guessed nothing wrong: its clients are not held up.
         let mut other =
             Client::connect_raw_from(server.addr, "127.0.0.3".parse().expect("an address")).await?;

@@ -19,9 +19,17 @@ pub(super) struct Admission {
     per_address: HashMap<Cidr, usize>,
     /// At most [`Config::max_bans`]; expired ones are dropped whenever the list is read.
     bans: Vec<BanEntry>,
-    /// Wrong passwords (`/pass`, `/oper`) per [`Cidr::host_group`], so that guessing is slow
-    /// from an address however many connections it opens. At most [`MAX_GUESSERS`] addresses.
-    guesses: HashMap<Cidr, Guesses>,
+    /// Wrong passwords per secret and [`Cidr::host_group`], so that guessing is slow from an
+    /// address however many connections it opens. At most [`MAX_GUESSERS`] entries.
+    guesses: HashMap<(Secret, Cidr), Guesses>,
+}
+
+/// Which password a guess was at: kept apart, so that knowing one (every member of a private
+/// server knows `/pass`) does nothing for guesses at the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Secret {
+    Pass,
+    Oper,
 }
 
 /// Wrong passwords from one address, forgotten [`FORGET_GUESSES`] after the last.
@@ -69,9 +77,9 @@ impl Admission {
         Ok(())
     }
 
-    /// Wrong passwords from `ip`'s address group that still count.
-    pub(super) fn guesses(&mut self, ip: IpAddr, now: Instant) -> u32 {
-        let key = Cidr::host_group(ip.to_canonical());
+    /// Wrong guesses at `secret` from `ip`'s address group that still count.
+    pub(super) fn guesses(&mut self, secret: Secret, ip: IpAddr, now: Instant) -> u32 {
+        let key = (secret, Cidr::host_group(ip.to_canonical()));
         match self.guesses.get(&key) {
             Some(g) if now.saturating_duration_since(g.last) < FORGET_GUESSES => g.failures,
             Some(_) => {
@@ -82,14 +90,12 @@ impl Admission {
         }
     }
 
-    /// Records a wrong password from `ip` (`right`: a right one, which clears the record).
-    pub(super) fn guessed(&mut self, ip: IpAddr, right: bool, now: Instant) {
-        let key = Cidr::host_group(ip.to_canonical());
-        if right {
-            self.guesses.remove(&key);
-            return;
-        }
-        let failures = self.guesses(ip, now).saturating_add(1);
+    /// Records a wrong guess at `secret` from `ip`. A right one clears nothing: the record only
+    /// fades, so a right password cannot reset a guesser's wait, nor tell another connection
+    /// that it was right.
+    pub(super) fn guessed_wrong(&mut self, secret: Secret, ip: IpAddr, now: Instant) {
+        let key = (secret, Cidr::host_group(ip.to_canonical()));
+        let failures = self.guesses(secret, ip, now).saturating_add(1);
         if self.guesses.len() >= MAX_GUESSERS && !self.guesses.contains_key(&key) {
             let oldest = self
                 .guesses
@@ -347,25 +353,27 @@ mod tests {
     }
 
     #[test]
-    fn wrong_passwords_count_per_address_group_until_forgotten_or_right() {
+    fn wrong_passwords_count_per_secret_and_address_group_until_forgotten() {
         let mut admission = Admission::default();
         let now = Instant::now();
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        admission.guessed(ip("2001:db8::1"), false, now);
-        admission.guessed(ip("2001:db8::2"), false, now);
-        assert_eq!(admission.guesses(ip("2001:db8::99"), now), 2, "one /64");
-        assert_eq!(admission.guesses(ip("192.0.2.1"), now), 0);
-        let later = now + FORGET_GUESSES;
-        assert_eq!(admission.guesses(ip("2001:db8::1"), later), 0, "forgotten");
-        admission.guessed(ip("192.0.2.1"), false, now);
-        admission.guessed(ip("192.0.2.1"), true, now);
+        admission.guessed_wrong(Secret::Oper, ip("2001:db8::1"), now);
+        admission.guessed_wrong(Secret::Oper, ip("2001:db8::2"), now);
         assert_eq!(
-            admission.guesses(ip("192.0.2.1"), now),
+            admission.guesses(Secret::Oper, ip("2001:db8::99"), now),
+            2,
+            "one /64"
+        );
+        assert_eq!(admission.guesses(Secret::Pass, ip("2001:db8::1"), now), 0);
+        assert_eq!(admission.guesses(Secret::Oper, ip("192.0.2.1"), now), 0);
+        let later = now + FORGET_GUESSES;
+        assert_eq!(
+            admission.guesses(Secret::Oper, ip("2001:db8::1"), later),
             0,
-            "cleared by a right one"
+            "forgotten"
         );
         for i in 0..(MAX_GUESSERS as u32 + 10) {
-            admission.guessed(IpAddr::from(i.to_be_bytes()), false, now);
+            admission.guessed_wrong(Secret::Pass, IpAddr::from(i.to_be_bytes()), now);
         }
         assert!(admission.guesses.len() <= MAX_GUESSERS);
     }

@@ -40,7 +40,7 @@ use crate::protocol::{self, check_name, CommandError, NameError, Time, Whois};
 use crate::sanitize::sanitize;
 use crate::{Cidr, Config};
 
-use admission::Admission;
+use admission::{Admission, Secret};
 pub(crate) use counters::Counters;
 use counters::Tally;
 use directory::{Away, Client, Directory};
@@ -737,7 +737,7 @@ impl Hub {
         if right {
             client.operator = true;
         }
-        let wait = st.password_answer(&self.config, addr, right);
+        let wait = st.password_answer(&self.config, Secret::Oper, addr, right);
         if right {
             st.emit(|| Event::Opered { name, addr });
             Ok(wait)
@@ -750,7 +750,8 @@ impl Hub {
     /// Records a `/pass` password from a connection that has not joined; returns how long to
     /// hold up the answer (see [`State::password_answer`]).
     pub(crate) fn password_answer(&self, addr: SocketAddr, right: bool) -> Duration {
-        self.lock().password_answer(&self.config, addr, right)
+        self.lock()
+            .password_answer(&self.config, Secret::Pass, addr, right)
     }
 
     /// `/kick`: disconnects a user; the reason names the operator.
@@ -981,14 +982,28 @@ impl State {
     /// a wrong one always, doubling with each from the same address (whatever connection it
     /// came on), and once an address has guessed wrong, a right one too, so that a quick answer
     /// tells a guesser nothing.
-    fn password_answer(&mut self, config: &Config, addr: SocketAddr, right: bool) -> Duration {
+    fn password_answer(
+        &mut self,
+        config: &Config,
+        secret: Secret,
+        addr: SocketAddr,
+        right: bool,
+    ) -> Duration {
         let now = Instant::now();
-        let before = self.admission.guesses(addr.ip(), now);
-        self.admission.guessed(addr.ip(), right, now);
-        match (right, before) {
+        let before = self.admission.guesses(secret, addr.ip(), now);
+        if !right {
+            self.admission.guessed_wrong(secret, addr.ip(), now);
+        }
+        let wait = match (right, before) {
             (true, 0) => Duration::ZERO,
             (true, _) => auth::penalty(config.password_delay, before),
             (false, _) => auth::penalty(config.password_delay, before + 1),
+        };
+        // A `/pass` answer must come before the client's time to give one is up, or a right
+        // password from an address someone else guesses from would be answered with a timeout.
+        match secret {
+            Secret::Pass => wait.min(config.auth_timeout / 2),
+            Secret::Oper => wait,
         }
     }
 
