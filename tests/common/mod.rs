@@ -266,7 +266,10 @@ impl Client {
     /// Reads the next line, without its `\n`. End of stream is an `UnexpectedEof` error.
     pub async fn line(&mut self) -> io::Result<String> {
         let mut line = String::new();
-        if timeout(self.reader.read_line(&mut line)).await? == 0 {
+        let read = timeout(self.reader.read_line(&mut line))
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.name)))?;
+        if read == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         assert!(
@@ -290,12 +293,26 @@ impl Client {
     }
 
     /// Reads lines until one satisfies `pred`, returning it.
+    /// A failure names the client and the last lines it skipped.
     pub async fn until(&mut self, pred: impl Fn(&str) -> bool) -> io::Result<String> {
+        let mut skipped = std::collections::VecDeque::new();
         loop {
-            let line = self.line().await?;
+            let line = match self.line().await {
+                Ok(line) => line,
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}; last lines skipped: {skipped:?}", self.name),
+                    ))
+                }
+            };
             if pred(&line) {
                 return Ok(line);
             }
+            if skipped.len() == 8 {
+                skipped.pop_front();
+            }
+            skipped.push_back(line);
         }
     }
 
