@@ -261,10 +261,19 @@ fn every_node_sees_a_rooms_lines_in_one_order() -> io::Result<()> {
                 "{who}'s lines in order"
             );
         }
-        // History holds the last lines in the same order, with the same numbers.
+        // History holds the last lines in the same order, with the same numbers and senders.
         let history = a.history("lobby").await.expect("up");
+        let kept: Vec<(u64, String)> = history.iter().map(|h| (h.seq, h.line.clone())).collect();
         let expected: Vec<(u64, String)> = (381..=400).zip(seen[0][380..].to_vec()).collect();
-        assert_eq!(history, expected);
+        assert_eq!(kept, expected);
+        for said in &history {
+            let from = if said.line.starts_with("alice") {
+                &a
+            } else {
+                &b
+            };
+            assert_eq!((&said.origin, said.sender), (from.node(), Some(1)));
+        }
         Ok(())
     })
 }

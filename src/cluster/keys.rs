@@ -120,8 +120,8 @@ impl std::str::FromStr for NodeId {
     }
 }
 
-/// A room line as published: `<node> <sender id or -> <seq> <line>`; the publish script
-/// builds it.
+/// A room line as published, and as the history keeps it: `<node> <sender id or -> <seq>
+/// <line>`; the publish script builds it.
 pub(crate) fn parse_room_payload(payload: &str) -> Option<(NodeId, Option<u64>, u64, &str)> {
     let (node, rest) = payload.split_once(' ')?;
     let (sender, rest) = rest.split_once(' ')?;
@@ -129,14 +129,8 @@ pub(crate) fn parse_room_payload(payload: &str) -> Option<(NodeId, Option<u64>, 
         "-" => None,
         id => Some(id.parse().ok()?),
     };
-    let (seq, line) = parse_history_entry(rest)?;
-    Some((node.parse().ok()?, sender, seq, line))
-}
-
-/// A history entry: `<seq> <line>`.
-pub(crate) fn parse_history_entry(entry: &str) -> Option<(u64, &str)> {
-    let (seq, line) = entry.split_once(' ')?;
-    Some((seq.parse().ok()?, line))
+    let (seq, line) = rest.split_once(' ')?;
+    Some((node.parse().ok()?, sender, seq.parse().ok()?, line))
 }
 
 /// A claimed name's value: `<node>:<id>:<Name>`.

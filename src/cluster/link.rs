@@ -264,6 +264,33 @@ pub struct Owner {
     pub name: String,
 }
 
+/// A line of a room's history, as [`Link::history`] reads it: what was published, and by whom.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::cluster::{HistoryLine, NodeId};
+///
+/// let said = HistoryLine {
+///     origin: NodeId::random(),
+///     sender: Some(7),
+///     seq: 1,
+///     line: "alice: hi\n".into(),
+/// };
+/// assert_eq!(said.line, "alice: hi\n");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryLine {
+    /// The node that published it.
+    pub origin: NodeId,
+    /// The sending connection on `origin`, as given to [`Link::publish`].
+    pub sender: Option<u64>,
+    /// The line's number in its room, as in [`Incoming::Room`].
+    pub seq: u64,
+    /// The line, as given to [`Link::publish`].
+    pub line: String,
+}
+
 /// This node's link to Redis: a cheap handle, cloned by everyone who talks to the cluster.
 ///
 /// The link's task runs on the executor given to [`Link::connect`]; it ends when the last
@@ -344,6 +371,9 @@ enum Request {
     Call(Vec<u8>, Option<Sender<Reply>>),
     /// Release this node's names and presence, say goodbye, stop. Dropped when done.
     Close(Sender<()>),
+    /// Send nothing queued after this before it is answered (or dropped): what follows a new
+    /// subscription waits until the subscription is in effect.
+    After(Receiver<()>),
 }
 
 enum Subscription {
@@ -487,6 +517,35 @@ impl Link {
     /// # }
     /// ```
     pub fn publish(&self, room: &str, sender: Option<u64>, line: &str) -> Result<(), LinkError> {
+        self.publish_keeping(room, sender, line, self.inner.shared.config.history)
+    }
+
+    /// Publishes a room line as [`Link::publish`] does, numbered in the same sequence, but
+    /// keeps it out of the room's history: for notices, which a newcomer's replay leaves out
+    /// and which would crowd out what was said. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`Link::publish`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn joined(link: &smolchat::cluster::Link) {
+    /// let _ = link.notify("lobby", Some(1), "*** alice joined #lobby\n");
+    /// # }
+    /// ```
+    pub fn notify(&self, room: &str, sender: Option<u64>, line: &str) -> Result<(), LinkError> {
+        self.publish_keeping(room, sender, line, 0)
+    }
+
+    fn publish_keeping(
+        &self,
+        room: &str,
+        sender: Option<u64>,
+        line: &str,
+        keep: usize,
+    ) -> Result<(), LinkError> {
         let config = &self.inner.shared.config;
         let cmd = self
             .eval(
@@ -497,7 +556,7 @@ impl Link {
             .arg(self.node().as_str())
             .arg(sender.map_or_else(|| "-".to_owned(), |id| id.to_string()))
             .arg(line)
-            .arg(config.history.to_string())
+            .arg(keep.to_string())
             .arg(millis(config.history_ttl));
         self.queue(cmd)
     }
@@ -526,6 +585,10 @@ impl Link {
     /// with the new name after a rename. The first member of a room subscribes this node to
     /// the room's lines. Never waits; while the link is down the record waits for it locally.
     ///
+    /// Every command queued after it (the member's presence, its join notice, its lines)
+    /// reaches Redis once the subscription is in effect: whoever sees the member there can
+    /// count on it receiving what they say next.
+    ///
     /// # Examples
     ///
     /// ```no_run
@@ -540,6 +603,9 @@ impl Link {
             let members = registry.rooms.entry(room.to_owned()).or_default();
             if members.is_empty() {
                 self.subscription(Subscription::Subscribe(room.to_owned()));
+                let (tx, rx) = async_channel::bounded(1);
+                self.subscription(Subscription::Sync(tx));
+                let _ = self.push(Request::After(rx));
             }
             members.insert(id, name.to_owned());
         }
@@ -716,12 +782,12 @@ impl Link {
     ///
     /// ```no_run
     /// # async fn replay(link: &smolchat::cluster::Link) -> Result<(), smolchat::cluster::LinkError> {
-    /// for (_seq, line) in link.history("lobby").await? {
-    ///     print!("[history] {line}");
+    /// for said in link.history("lobby").await? {
+    ///     print!("[history] {}", said.line);
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn history(&self, room: &str) -> Result<Vec<(u64, String)>, LinkError> {
+    pub async fn history(&self, room: &str) -> Result<Vec<HistoryLine>, LinkError> {
         let cmd = Command::new("LRANGE")
             .arg(keys::history_key(room))
             .arg("0")
@@ -729,8 +795,14 @@ impl Link {
         strings(self.request(cmd).await?)?
             .iter()
             .map(|entry| {
-                let (seq, line) = keys::parse_history_entry(entry).ok_or(LinkError::Unexpected)?;
-                Ok((seq, line.to_owned()))
+                let (origin, sender, seq, line) =
+                    keys::parse_room_payload(entry).ok_or(LinkError::Unexpected)?;
+                Ok(HistoryLine {
+                    origin,
+                    sender,
+                    seq,
+                    line: line.to_owned(),
+                })
             })
             .collect()
     }
@@ -1010,7 +1082,8 @@ impl Task {
                 .await;
             match request {
                 None => return true,
-                Some(Ok(Request::Call(..))) => {} // dropping its reply sender says Down
+                // Dropping a reply sender says Down.
+                Some(Ok(Request::Call(..) | Request::After(_))) => {}
                 Some(Ok(Request::Close(_)) | Err(_)) => return false,
             }
         }
@@ -1111,12 +1184,13 @@ impl Task {
                 let done = match wake {
                     Wake::Request(Some(Request::Call(first, reply))) => {
                         match self.batch(cmd, first, reply).await {
-                            Ok(Some(done)) => {
+                            Ok(Some(Request::Close(done))) => {
                                 self.leave(cmd).await;
                                 drop(done);
                                 return Ended::Closed;
                             }
-                            Ok(None) => Ok(()),
+                            Ok(Some(Request::After(synced))) => self.after(&synced).await,
+                            Ok(_) => Ok(()),
                             Err(e) => Err(e),
                         }
                     }
@@ -1125,6 +1199,7 @@ impl Task {
                         drop(done);
                         return Ended::Closed;
                     }
+                    Wake::Request(Some(Request::After(synced))) => self.after(&synced).await,
                     // Every handle was dropped without `close`: stop as a crashed node would.
                     Wake::Request(None) => return Ended::Closed,
                     Wake::Kick => Err(io::Error::other("outgoing queue full")),
@@ -1207,24 +1282,24 @@ impl Task {
     }
 
     /// Sends `first` and whatever else is queued, then reads the replies in order. Returns a
-    /// close request found in the queue, to be handled after the commands before it.
+    /// close or wait request found in the queue, to be handled after the commands before it.
     async fn batch(
         &self,
         cmd: &mut Connection,
         first: Vec<u8>,
         reply: Option<Sender<Reply>>,
-    ) -> io::Result<Option<Sender<()>>> {
+    ) -> io::Result<Option<Request>> {
         let mut bytes = first;
         let mut waiting = vec![reply];
-        let mut close = None;
+        let mut next = None;
         while waiting.len() < BATCH {
             match self.requests.try_recv() {
                 Ok(Request::Call(more, reply)) => {
                     bytes.extend_from_slice(&more);
                     waiting.push(reply);
                 }
-                Ok(Request::Close(done)) => {
-                    close = Some(done);
+                Ok(request) => {
+                    next = Some(request);
                     break;
                 }
                 Err(_) => break,
@@ -1243,7 +1318,18 @@ impl Task {
                 let _ = tx.try_send(reply);
             }
         }
-        Ok(close)
+        Ok(next)
+    }
+
+    /// Waits until a subscription is in effect, as long as Redis may take to answer. A lost
+    /// subscriber connection drops the sender: nothing to wait for then (the link is being
+    /// rebuilt).
+    async fn after(&self, synced: &Receiver<()>) -> io::Result<()> {
+        self.timed(async {
+            let _ = synced.recv().await;
+            Ok(())
+        })
+        .await
     }
 
     /// The periodic work: announce this node, renew names and presence, notice lost nodes.

@@ -14,7 +14,8 @@ pub(crate) struct Script {
 
 /// Numbers a room line, appends it to the room's history and publishes it, in one step, so
 /// history order equals publication order and a line's number tells a newcomer whether it was
-/// already in the history it read. KEYS: history, counter. ARGV: channel, node, sender id or
+/// already in the history it read. The history keeps the message as published (who sent it
+/// included, so a newcomer's own lines can be left out of its replay). KEYS: history, counter. ARGV: channel, node, sender id or
 /// `-`, line, lines kept, expiry of history and counter (ms). Returns the number of nodes that
 /// received it.
 pub(crate) const PUBLISH: Script = Script {
@@ -22,13 +23,14 @@ pub(crate) const PUBLISH: Script = Script {
     source: r"
 local seq = string.format('%d', redis.call('INCR', KEYS[2]))
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
+local message = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. seq .. ' ' .. ARGV[4]
 local keep = tonumber(ARGV[5])
 if keep > 0 then
-  redis.call('RPUSH', KEYS[1], seq .. ' ' .. ARGV[4])
+  redis.call('RPUSH', KEYS[1], message)
   redis.call('LTRIM', KEYS[1], -keep, -1)
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
 end
-return redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. seq .. ' ' .. ARGV[4])
+return redis.call('PUBLISH', ARGV[1], message)
 ",
 };
 

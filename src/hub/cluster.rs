@@ -16,7 +16,7 @@ use futures_lite::future::FutureExt;
 use smol::Executor;
 
 use super::{Held, Hub, Id, Refused, State};
-use crate::cluster::{Claim, Incoming, Link, LinkConfig, RedisUrl};
+use crate::cluster::{Claim, HistoryLine, Incoming, Link, LinkConfig, RedisUrl};
 use crate::event::Event;
 use crate::handle::ClusterStats;
 use crate::protocol::{self, check_name, CommandError, Time};
@@ -32,7 +32,7 @@ pub(super) struct Cluster {
     link: Option<Link>,
     /// Clients that entered a room whose history from Redis they have not been shown yet
     /// (`None`), or were shown up to a line number: live lines they saw in the history are
-    /// skipped. Small: an entry goes with the first live line past it.
+    /// skipped. An entry goes with the first live line past it.
     catching_up: HashMap<Id, CatchUp>,
     /// Clients waiting for the drain task to replay their room's history, in order.
     to_replay: Vec<Id>,
@@ -43,8 +43,16 @@ pub(super) struct Cluster {
 #[derive(Debug)]
 struct CatchUp {
     room: Arc<str>,
+    /// The last line number already shown; `None` until the history is read.
     through: Option<u64>,
+    /// Chat lines for the client that came live before its history was read: shown after
+    /// the history, which stops short of the first of them. At most [`MAX_LIVE`].
+    live: Vec<(u64, Arc<str>)>,
 }
+
+/// Lines kept for one newcomer while its history is read; past it the history is given up
+/// and the lines shown at once.
+const MAX_LIVE: usize = 1024;
 
 /// A room line's kind, first in its payload: chat lines are replayed from the history,
 /// notices (joins, leaves, renames) are not, and follow [`Config::announce_limit`](crate::Config::announce_limit).
@@ -97,7 +105,12 @@ impl State {
         let Some(link) = self.cluster.up() else {
             return false;
         };
-        link.publish(room, sender, &payload(chat, line)).is_ok()
+        let payload = payload(chat, line);
+        if chat {
+            link.publish(room, sender, &payload).is_ok()
+        } else {
+            link.notify(room, sender, &payload).is_ok()
+        }
     }
 
     /// Makes a chat line's sender wait while the link's queue is congested: Redis paces
@@ -123,6 +136,7 @@ impl State {
             let catch_up = CatchUp {
                 room: room.clone(),
                 through: None,
+                live: Vec::new(),
             };
             if self.cluster.catching_up.insert(id, catch_up).is_none() {
                 self.cluster.to_replay.push(id);
@@ -174,50 +188,96 @@ impl State {
                 .unwrap_or_default(),
             _ => HashSet::new(),
         };
-        self.cluster
-            .catching_up
-            .retain(|id, catch_up| match catch_up.through {
-                _ if *catch_up.room != *room => true,
-                Some(through) if seq > through => false,
-                _ => {
-                    hidden.insert(*id);
-                    true
-                }
-            });
         let line: Arc<str> = line.into();
+        // A newcomer whose history is not read yet gets a chat line after it; one whose
+        // history showed the line does not get it again. Notices are never in the history,
+        // so they are always live.
+        let mut given_up = Vec::new();
+        if chat {
+            self.cluster.catching_up.retain(|id, catch_up| {
+                if *catch_up.room != *room {
+                    return true;
+                }
+                match catch_up.through {
+                    Some(through) if seq > through => return false,
+                    Some(_) => {}
+                    None if Some(*id) == except || hidden.contains(id) => {}
+                    None if catch_up.live.len() < MAX_LIVE => {
+                        catch_up.live.push((seq, line.clone()));
+                    }
+                    None => {
+                        given_up.push((*id, std::mem::take(&mut catch_up.live)));
+                        return false;
+                    }
+                }
+                hidden.insert(*id);
+                true
+            });
+        }
+        for (id, live) in given_up {
+            self.show_live(id, live);
+        }
         self.rooms
             .broadcast(room, &line, except, Some(&hidden), &mut self.doomed);
     }
 
+    /// Queues the lines kept for a newcomer while its history was read.
+    fn show_live(&mut self, id: Id, live: Vec<(u64, Arc<str>)>) {
+        for (_, line) in live {
+            self.send(id, &line);
+        }
+    }
+
     /// Shows a client the history read for its room, unless it moved on meanwhile.
-    fn replayed(&mut self, id: Id, room: &str, history: Option<Vec<(u64, String)>>) {
+    fn replayed(&mut self, id: Id, room: &str, history: Option<Vec<HistoryLine>>) {
         let Some(catch_up) = self.cluster.catching_up.get_mut(&id) else {
             return;
         };
         if *catch_up.room != *room || catch_up.through.is_some() {
             return;
         }
-        let Some(history) = history.filter(|h| !h.is_empty()) else {
+        let live = std::mem::take(&mut catch_up.live);
+        let cut = live.first().map_or(u64::MAX, |(seq, _)| *seq);
+        catch_up.through = live
+            .last()
+            .map(|(seq, _)| *seq)
+            .or_else(|| history.as_ref()?.last().map(|said| said.seq));
+        if catch_up.through.is_none() {
             self.cluster.catching_up.remove(&id);
-            return;
+        }
+        let history = history.unwrap_or_default();
+        let node = self.cluster.link.as_ref().map(|link| link.node().clone());
+        // Said on this node: not the newcomer's own lines (said while its history was being
+        // read), nor those of anyone it ignores, as live.
+        let hidden = |said: &HistoryLine| {
+            Some(&said.origin) == node.as_ref()
+                && said.sender.is_some_and(|sender| {
+                    sender == id
+                        || self
+                            .directory
+                            .get(sender)
+                            .is_some_and(|c| c.ignored_by.contains(&id))
+                })
         };
-        catch_up.through = history.last().map(|(seq, _)| *seq);
         let mut text = String::new();
-        for (_, entry) in &history {
-            if let Some((true, at, line)) = parse_payload(entry) {
+        let shown = history
+            .iter()
+            .filter(|said| said.seq < cut && !hidden(said));
+        for said in shown {
+            if let Some((true, at, line)) = parse_payload(&said.line) {
                 protocol::push_history(&mut text, at, line);
             }
         }
-        let Some(client) = self.directory.get(id).filter(|_| !text.is_empty()) else {
-            return;
-        };
-        let text: Arc<str> = if client.timestamps {
-            protocol::stamped(Time::now(), &text)
-        } else {
-            text.into()
-        };
-        // Forced like the local history in a greeting: bounded by history × max_line.
-        let _ = client.outbox.force(text);
+        if let Some(client) = self.directory.get(id).filter(|_| !text.is_empty()) {
+            let text: Arc<str> = if client.timestamps {
+                protocol::stamped(Time::now(), &text)
+            } else {
+                text.into()
+            };
+            // Forced like the local history in a greeting: bounded by history × max_line.
+            let _ = client.outbox.force(text);
+        }
+        self.show_live(id, live);
     }
 
     /// Tells every client on this node.
@@ -518,15 +578,19 @@ async fn drain(hub: Arc<Hub>, link: Link, incoming: Receiver<Incoming>, woken: R
     let mut lost_names: Vec<(Id, String)> = Vec::new();
     let mut held: VecDeque<Incoming> = VecDeque::new();
     loop {
+        // Newcomers first: a busy room must not keep one waiting for its history (`or` polls
+        // its first future first).
         let next = async {
-            match incoming.recv().await {
-                Ok(message) => Wakeup::Incoming(message),
+            match woken.recv().await {
+                Ok(()) => Wakeup::Replay,
                 Err(_) => Wakeup::Closed,
             }
         }
         .or(async {
-            let _ = woken.recv().await;
-            Wakeup::Replay
+            match incoming.recv().await {
+                Ok(message) => Wakeup::Incoming(message),
+                Err(_) => Wakeup::Closed,
+            }
         });
         match next.await {
             Wakeup::Closed => return,
@@ -560,7 +624,7 @@ async fn handle(hub: &Hub, link: &Link, lost_names: &mut Vec<(Id, String)>, mess
 }
 
 enum Step {
-    Read(Option<Vec<(u64, String)>>),
+    Read(Option<Vec<HistoryLine>>),
     Message(Incoming),
     Closed,
 }

@@ -490,13 +490,15 @@ impl Hub {
             return Err(Refused::Gone);
         }
         st.cluster_exit(&old, id);
-        st.announce(&old, || protocol::moved(&name, &old, &key), None);
         let client = st.directory.get(id).ok_or(Refused::Gone)?;
         let new = st.rooms.enter(id, client, &key);
         if let Some(client) = st.directory.get_mut(id) {
             client.room = new.clone();
         }
+        // Entered before either notice is published: whoever reads them and answers in the
+        // new room reaches the client.
         st.cluster_enter(&new, id, &name, self.config.history > 0);
+        st.announce(&old, || protocol::moved(&name, &old, &key), None);
         st.announce(&new, || protocol::joined(&name, &new), Some(id));
         st.emit(|| Event::RoomChanged {
             name,
