@@ -926,18 +926,22 @@ fn log_event(log: &Log, event: &Event) {
             "{name} ({addr}) gave a wrong operator password"
         )),
         Event::PassFailed { addr } => log.warn(format_args!("{addr} gave a wrong server password")),
+        Event::TlsFailed { addr, error } => {
+            log.info(format_args!("{addr} failed the TLS handshake: {error}"))
+        }
         Event::Banned {
             range,
             duration,
             reason,
             by,
         } => log.info(format_args!(
-            "{} banned {range} {}: {reason}",
+            "{} banned {range} {}{}{reason}",
             by.as_deref().unwrap_or("the host"),
             duration.map_or("until unbanned".into(), |d| format!(
                 "for {} s",
                 d.as_secs_f64()
-            ))
+            )),
+            if reason.is_empty() { "" } else { ": " }
         )),
         Event::Unbanned { range, by } => log.info(format_args!(
             "{} unbanned {range}",
