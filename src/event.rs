@@ -109,6 +109,14 @@ pub enum Event {
         /// The connection's address.
         addr: SocketAddr,
     },
+    /// A TLS client's handshake failed or did not finish in time: it was closed without
+    /// joining (see [`Config::tls`](crate::Config::tls)).
+    TlsFailed {
+        /// The connection's address.
+        addr: SocketAddr,
+        /// What went wrong, as the TLS library or the timeout says it.
+        error: Arc<str>,
+    },
     /// An address range was banned.
     Banned {
         /// The range banned.

@@ -164,6 +164,9 @@ pub struct Stats {
     pub lines_too_long: u64,
     /// Lines whose reading flood control delayed.
     pub flood_delayed: u64,
+    /// TLS handshakes that failed or did not finish within
+    /// [`Tls::handshake_timeout`](crate::Tls::handshake_timeout); always 0 without TLS.
+    pub tls_failed: u64,
     /// Events a subscriber missed because its queue was full.
     pub events_dropped: u64,
     /// The cluster link, when [`Config::redis`](crate::Config::redis) is set and connected.

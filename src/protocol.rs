@@ -828,7 +828,7 @@ pub(crate) fn you_were_muted(muted: bool) -> Arc<str> {
 pub(crate) fn stats(stats: &Stats, bans: usize) -> Arc<str> {
     notice(format_args!(
         "stats: clients {}, accepted {}, refused {}, relayed {}, dropped slow {}, too long {}, \
-         flood delayed {}, events dropped {}, bans {bans}",
+         flood delayed {}, tls failed {}, events dropped {}, bans {bans}",
         stats.clients,
         stats.connections_accepted,
         stats.connections_refused,
@@ -836,6 +836,7 @@ pub(crate) fn stats(stats: &Stats, bans: usize) -> Arc<str> {
         stats.dropped_slow,
         stats.lines_too_long,
         stats.flood_delayed,
+        stats.tls_failed,
         stats.events_dropped,
     ))
 }

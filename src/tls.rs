@@ -154,8 +154,9 @@ mod enabled {
             Timer::after(acceptor.handshake_timeout).await;
             Err(io::ErrorKind::TimedOut.into())
         };
-        let Ok(session) = handshake(acceptor.config, &tcp).or(timed_out).await else {
-            return;
+        let session = match handshake(acceptor.config, &tcp).or(timed_out).await {
+            Ok(session) => session,
+            Err(e) => return hub.tls_failed(addr, &e),
         };
         // Fails only when out of descriptors: the client is dropped, as at a failed accept.
         let Ok((inner, outer)) = socket_pair() else {

@@ -385,7 +385,7 @@ fn stats_show_the_servers_counters_to_operators() -> io::Result<()> {
         c[0].send("/stats").await?;
         c[0].expect(
             "*** stats: clients 2, accepted 2, refused 0, relayed 1, dropped slow 0, \
-             too long 0, flood delayed 0, events dropped 0, bans 0",
+             too long 0, flood delayed 0, tls failed 0, events dropped 0, bans 0",
         )
         .await
     })

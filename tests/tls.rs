@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::process::{lines_of, recv_until, run, wait_timeout, Binary};
 use common::tls::{Certs, TlsClient};
 use common::{config, eventually, Client, TestServer, TIMEOUT};
-use smolchat::{Config, Server, Tls};
+use smolchat::{Config, Event, Server, Tls};
 
 /// TLS on 127.0.0.1:0 with the test's certificate.
 fn tls(certs: &Certs) -> Tls {
@@ -218,6 +218,11 @@ fn unfinished_handshake_is_dropped_after_the_bound_and_frees_its_slot() -> io::R
         let held = started.elapsed();
         assert!(held >= BOUND, "dropped after {held:?}, before the bound");
         eventually("the slot is freed", || server.handle.stats().clients == 0).await?;
+        assert_eq!(
+            server.handle.stats().tls_failed,
+            1,
+            "a timeout is a failure"
+        );
         // Anyone gets in now, over TLS too.
         let secure = TlsClient::connect(tls_addr, &certs.ca)?;
         assert_eq!(secure.name, "guest1");
@@ -591,6 +596,7 @@ fn plain_text_on_the_tls_port_is_refused_by_the_handshake() -> io::Result<()> {
         return Ok(());
     };
     let (server, tls_addr) = start(&certs, config());
+    let events = server.handle.subscribe(16);
     let mut confused = TcpStream::connect(tls_addr)?;
     confused.set_read_timeout(Some(TIMEOUT))?;
     confused.write_all(b"hello?\n")?;
@@ -606,8 +612,20 @@ fn plain_text_on_the_tls_port_is_refused_by_the_handshake() -> io::Result<()> {
     );
     smol::block_on(async {
         eventually("its slot is freed", || server.handle.stats().clients == 0).await?;
+        // Counted and told to the host, with the client's address.
+        assert_eq!(server.handle.stats().tls_failed, 1);
+        let failed = loop {
+            match common::timeout(async { Ok(events.recv().await) }).await? {
+                Ok(Event::TlsFailed { addr, error }) => break (addr, error),
+                Ok(_) => {}
+                Err(_) => return Err(io::Error::other("events ended")),
+            }
+        };
+        assert_eq!(failed.0, confused.local_addr()?);
+        assert!(!failed.1.is_empty());
         let secure = TlsClient::connect(tls_addr, &certs.ca)?;
         assert_eq!(secure.name, "guest1");
+        assert_eq!(server.handle.stats().tls_failed, 1);
         Ok(())
     })
 }

@@ -9,6 +9,7 @@ use crate::handle::Stats;
 pub(crate) struct Counters {
     pub(crate) too_long: AtomicU64,
     pub(crate) flood_delayed: AtomicU64,
+    pub(crate) tls_failed: AtomicU64,
     /// Refused connections being closed gracefully now (bounded by the accept loop).
     pub(crate) refusing: AtomicUsize,
 }
@@ -34,6 +35,7 @@ impl Tally {
             dropped_slow: self.dropped_slow,
             lines_too_long: count(&counters.too_long),
             flood_delayed: count(&counters.flood_delayed),
+            tls_failed: count(&counters.tls_failed),
             events_dropped,
             #[cfg(feature = "redis")]
             cluster: None,

@@ -882,6 +882,18 @@ impl Hub {
         self.lock().emit(|| Event::PassFailed { addr });
     }
 
+    /// Reports a TLS handshake that failed or did not finish in time.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_failed(&self, addr: SocketAddr, error: &std::io::Error) {
+        self.counters
+            .tls_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().emit(|| Event::TlsFailed {
+            addr,
+            error: error.to_string().into(),
+        });
+    }
+
     // What a Handle asks for.
 
     pub(crate) fn bans(&self) -> Vec<Ban> {
