@@ -460,3 +460,113 @@ fn embedders_see_the_cluster_in_stats_and_events() -> io::Result<()> {
     let _ = running.join();
     result
 }
+
+/// Reads until a line that ends with `last` (said after everything the test waits for, live
+/// or as history), bounded; returns every line read, that one included.
+async fn lines_through(client: &mut Client, last: &str) -> io::Result<Vec<String>> {
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let line = client.line().await?;
+        let done = line.ends_with(last);
+        seen.push(line);
+        if done {
+            return Ok(seen);
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: no {last:?} in {seen:?}",
+        client.name
+    )))
+}
+
+#[test]
+fn a_member_back_in_a_room_sees_its_own_earlier_lines_in_the_history() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    let (one, two) = (node(&redis)?, node(&redis)?);
+    smol::block_on(async {
+        let mut alice = named(&one, "alice").await?;
+        let mut bob = named(&two, "bob").await?;
+        alice.join("attic").await?;
+        bob.join("attic").await?;
+        bob.send("hello").await?;
+        // Alice reads it once it is in the room's history: Redis appends and publishes a line
+        // in one step.
+        alice.until(|l| l == "bob: hello").await?;
+        bob.join("lobby").await?;
+        bob.join("attic").await?;
+        // As on a single server: the history shows what bob said before he left.
+        alice.send("again").await?;
+        let seen = lines_through(&mut bob, "alice: again").await?;
+        let hello: Vec<&String> = seen
+            .iter()
+            .filter(|l| l.ends_with("] bob: hello"))
+            .collect();
+        assert_eq!(hello.len(), 1, "{seen:?}");
+        assert!(hello[0].starts_with("[history "), "{seen:?}");
+        io::Result::Ok(())
+    })
+}
+
+/// Sends a signal to a process by PID.
+fn signal(pid: u32, name: &str) -> io::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!("kill -{name} {pid} failed")));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_line_said_while_a_newcomers_history_is_read_reaches_it_live() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    let flags = ["--flood-rate", "0"];
+    let (one, two) = (node_with(&redis, &flags)?, node_with(&redis, &flags)?);
+    let pid = redis
+        .pid()
+        .ok_or_else(|| io::Error::other("redis is not running"))?;
+    smol::block_on(async {
+        let mut alice = named(&one, "alice").await?;
+        let mut bob = named(&two, "bob").await?;
+        alice.join("attic").await?;
+        alice.send("before").await?;
+        bob.sync().await?;
+        // Redis stopped: bob's history cannot be read until it runs again, and what alice
+        // says after bob came in waits in Redis's socket.
+        signal(pid, "STOP")?;
+        let entered = bob
+            .join("attic")
+            .await
+            .map_err(|e| io::Error::other(format!("join: {e}")));
+        let said = format!("after bob came in {}", "x".repeat(1500));
+        let sent = alice
+            .send(&said)
+            .await
+            .map_err(|e| io::Error::other(format!("said: {e}")));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut queued = Ok(0);
+        while Instant::now() < deadline {
+            queued = common::procfs::unread_from(one.child.id(), redis.port);
+            if queued.as_ref().is_ok_and(|n| *n >= 1500) || queued.is_err() {
+                break;
+            }
+            smol::Timer::after(Duration::from_millis(10)).await;
+        }
+        signal(pid, "CONT")?;
+        entered?;
+        sent?;
+        let queued = queued?;
+        assert!(queued >= 1500, "alice's line never reached Redis: {queued}");
+        let seen = lines_through(&mut bob, &format!("alice: {said}")).await?;
+        // Said after bob's greeting: a live line, after the history, not in it.
+        assert_eq!(seen.last(), Some(&format!("alice: {said}")), "{seen:?}");
+        assert!(
+            seen.iter()
+                .any(|l| l.starts_with("[history") && l.ends_with("alice: before")),
+            "{seen:?}"
+        );
+        io::Result::Ok(())
+    })
+}

@@ -48,6 +48,9 @@ struct CatchUp {
     /// Chat lines for the client that came live before its history was read: shown after
     /// the history, which stops short of the first of them. At most [`MAX_LIVE`].
     live: Vec<(u64, Arc<str>)>,
+    /// Chat lines the client said in the room before its history was read: the last this
+    /// many of its own lines in the history, which it is not shown again.
+    said: usize,
 }
 
 /// Lines kept for one newcomer while its history is read; past it the history is given up
@@ -107,7 +110,12 @@ impl State {
         };
         let payload = payload(chat, line);
         if chat {
-            link.publish(room, sender, &payload).is_ok()
+            let published = link.publish(room, sender, &payload).is_ok();
+            let catch_up = sender.and_then(|id| self.cluster.catching_up.get_mut(&id));
+            if let Some(catch_up) = catch_up.filter(|c| published && c.through.is_none()) {
+                catch_up.said += 1;
+            }
+            published
         } else {
             link.notify(room, sender, &payload).is_ok()
         }
@@ -137,6 +145,7 @@ impl State {
                 room: room.clone(),
                 through: None,
                 live: Vec::new(),
+                said: 0,
             };
             if self.cluster.catching_up.insert(id, catch_up).is_none() {
                 self.cluster.to_replay.push(id);
@@ -228,8 +237,16 @@ impl State {
         }
     }
 
-    /// Shows a client the history read for its room, unless it moved on meanwhile.
-    fn replayed(&mut self, id: Id, room: &str, history: Option<Vec<HistoryLine>>) {
+    /// Shows a client the history read for its room, unless it moved on meanwhile. `next` is
+    /// the number of the first line of the room that came after the client entered and waits
+    /// to be handled: the history stops short of it, and it follows as a live line.
+    fn replayed(
+        &mut self,
+        id: Id,
+        room: &str,
+        history: Option<Vec<HistoryLine>>,
+        next: Option<u64>,
+    ) {
         let Some(catch_up) = self.cluster.catching_up.get_mut(&id) else {
             return;
         };
@@ -237,26 +254,41 @@ impl State {
             return;
         }
         let live = std::mem::take(&mut catch_up.live);
-        let cut = live.first().map_or(u64::MAX, |(seq, _)| *seq);
+        let cut = live
+            .first()
+            .map(|(seq, _)| *seq)
+            .or(next)
+            .unwrap_or(u64::MAX);
         catch_up.through = live
             .last()
             .map(|(seq, _)| *seq)
+            .or_else(|| next.map(|seq| seq.saturating_sub(1)))
             .or_else(|| history.as_ref()?.last().map(|said| said.seq));
+        let said_since = catch_up.said;
         if catch_up.through.is_none() {
             self.cluster.catching_up.remove(&id);
         }
         let history = history.unwrap_or_default();
         let node = self.cluster.link.as_ref().map(|link| link.node().clone());
-        // Said on this node: not the newcomer's own lines (said while its history was being
-        // read), nor those of anyone it ignores, as live.
+        let from_here = |said: &HistoryLine, sender: &dyn Fn(Id) -> bool| {
+            Some(&said.origin) == node.as_ref() && said.sender.is_some_and(sender)
+        };
+        // The newcomer's own lines said since it entered (while its history was being read)
+        // are the last of its lines in the history; those said before it left and came back
+        // are shown, as on a single server.
+        let mut own_since: Vec<u64> = history
+            .iter()
+            .filter(|said| from_here(said, &|sender| sender == id))
+            .map(|said| said.seq)
+            .collect();
+        let own_since = own_since.split_off(own_since.len().saturating_sub(said_since));
+        // Nor, said on this node, those of anyone it ignores, as live.
         let hidden = |said: &HistoryLine| {
-            Some(&said.origin) == node.as_ref()
-                && said.sender.is_some_and(|sender| {
-                    sender == id
-                        || self
-                            .directory
-                            .get(sender)
-                            .is_some_and(|c| c.ignored_by.contains(&id))
+            own_since.contains(&said.seq)
+                || from_here(said, &|sender| {
+                    self.directory
+                        .get(sender)
+                        .is_some_and(|c| c.ignored_by.contains(&id))
                 })
         };
         let mut text = String::new();
@@ -670,7 +702,13 @@ async fn replay(
                 Step::Closed => closed = true,
             }
         };
-        hub.lock().replayed(id, &room, history);
+        // The first line of the room that came while its history was read: said after the
+        // client entered, so live for it, not history.
+        let next = held.iter().find_map(|message| match message {
+            Incoming::Room { room: r, seq, .. } if **r == *room => Some(*seq),
+            _ => None,
+        });
+        hub.lock().replayed(id, &room, history, next);
     }
     closed
 }
