@@ -570,3 +570,39 @@ fn a_line_said_while_a_newcomers_history_is_read_reaches_it_live() -> io::Result
         io::Result::Ok(())
     })
 }
+
+#[test]
+fn lines_said_while_many_newcomers_histories_are_read_reach_them_live() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    let flags = ["--flood-rate", "0", "--max-per-ip", "200"];
+    let (one, two) = (node_with(&redis, &flags)?, node_with(&redis, &flags)?);
+    const ROOMS: usize = 30;
+    smol::block_on(async {
+        let mut alice = named(&one, "alice").await?;
+        let mut users = Vec::new();
+        for i in 0..2 * ROOMS {
+            users.push(named(&two, &format!("u{i}")).await?);
+        }
+        // All at once: their histories are read one after another while alice talks.
+        for (i, user) in users.iter_mut().enumerate() {
+            user.send(&format!("/join room{}", i % ROOMS)).await?;
+        }
+        for (i, user) in users.iter_mut().enumerate() {
+            let greeting = format!("*** you are u{i} in #room{}", i % ROOMS);
+            user.until(|l| l.starts_with(&greeting)).await?;
+        }
+        for room in 0..ROOMS {
+            alice.join(&format!("room{room}")).await?;
+            alice.send(&format!("hi room{room}")).await?;
+        }
+        for (i, user) in users.iter_mut().enumerate() {
+            let hi = format!("alice: hi room{}", i % ROOMS);
+            let seen = lines_through(user, &hi).await?;
+            // Said after they entered: live, after alice's join notice, never as history.
+            assert_eq!(seen.last(), Some(&hi), "{seen:?}");
+            let joined = format!("*** alice joined #room{}", i % ROOMS);
+            assert!(seen.contains(&joined), "{seen:?}");
+        }
+        io::Result::Ok(())
+    })
+}

@@ -677,11 +677,14 @@ async fn replay(
             st.cluster.catching_up.get(&id).map(|c| c.room.clone())
         };
         let Some(room) = room else { continue };
+        // Synced again after the read: every line of the room published before it that this
+        // node will ever receive has come by then (a PING's reply follows them), so the first
+        // one that came after the client entered is known, and the history stops short of it.
         let read = async {
-            match link.synced().await {
-                Ok(()) => link.history(&room).await.ok(),
-                Err(_) => None,
-            }
+            link.synced().await.ok()?;
+            let history = link.history(&room).await.ok()?;
+            link.synced().await.ok()?;
+            Some(history)
         };
         let mut read = std::pin::pin!(read);
         let history = loop {
