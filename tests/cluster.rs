@@ -572,7 +572,7 @@ fn a_line_said_while_a_newcomers_history_is_read_reaches_it_live() -> io::Result
 }
 
 #[test]
-fn lines_said_while_many_newcomers_histories_are_read_reach_them_live() -> io::Result<()> {
+fn lines_said_while_many_newcomers_histories_are_read_reach_each_once_in_order() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     let flags = ["--flood-rate", "0", "--max-per-ip", "200"];
     let (one, two) = (node_with(&redis, &flags)?, node_with(&redis, &flags)?);
@@ -595,14 +595,95 @@ fn lines_said_while_many_newcomers_histories_are_read_reach_them_live() -> io::R
             alice.join(&format!("room{room}")).await?;
             alice.send(&format!("hi room{room}")).await?;
         }
+        alice.send("/join lobby").await?;
+        alice
+            .until(|l| l.starts_with("*** you are alice in #lobby"))
+            .await?;
+        alice.send("done").await?;
         for (i, user) in users.iter_mut().enumerate() {
-            let hi = format!("alice: hi room{}", i % ROOMS);
-            let seen = lines_through(user, &hi).await?;
-            // Said after they entered: live, after alice's join notice, never as history.
-            assert_eq!(seen.last(), Some(&hi), "{seen:?}");
-            let joined = format!("*** alice joined #room{}", i % ROOMS);
-            assert!(seen.contains(&joined), "{seen:?}");
+            let room = i % ROOMS;
+            // Alice's last line in the room: every line of hers there comes before it.
+            let left = format!("*** alice left #room{room} for #room");
+            let last = if room + 1 < ROOMS {
+                left
+            } else {
+                "*** alice left #room".into()
+            };
+            let seen = lines_through_prefix(user, &last).await?;
+            let hi = format!("alice: hi room{room}");
+            // Once, live or (if said before this node's subscription was in effect) as
+            // history, and never a live line before a history line.
+            let said: Vec<&String> = seen.iter().filter(|l| l.ends_with(&hi)).collect();
+            assert_eq!(said.len(), 1, "{seen:?}");
+            let history_at = seen.iter().rposition(|l| l.starts_with("[history"));
+            let live_at = seen.iter().position(|l| *l == hi);
+            if let (Some(h), Some(l)) = (history_at, live_at) {
+                assert!(h < l, "{seen:?}");
+            }
         }
+        io::Result::Ok(())
+    })
+}
+
+/// As [`lines_through`], up to a line that starts with `last`.
+async fn lines_through_prefix(client: &mut Client, last: &str) -> io::Result<Vec<String>> {
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let line = client.line().await?;
+        let done = line.starts_with(last);
+        seen.push(line);
+        if done {
+            return Ok(seen);
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: no {last:?} in {seen:?}",
+        client.name
+    )))
+}
+
+#[test]
+fn a_newcomer_sees_a_line_before_the_notice_that_followed_it() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    let flags = ["--flood-rate", "0"];
+    let (one, two) = (node_with(&redis, &flags)?, node_with(&redis, &flags)?);
+    let pid = redis
+        .pid()
+        .ok_or_else(|| io::Error::other("redis is not running"))?;
+    smol::block_on(async {
+        let mut alice = named(&one, "alice").await?;
+        // Keeps the lobby subscribed on alice's node, and the attic on carol's.
+        let mut dave = named(&one, "dave").await?;
+        let mut erin = named(&two, "erin").await?;
+        let mut bob = named(&two, "bob").await?;
+        let mut carol = named(&two, "carol").await?;
+        alice.join("attic").await?;
+        erin.join("attic").await?;
+        for client in [&mut dave, &mut bob, &mut carol] {
+            client.sync().await?;
+        }
+        signal(pid, "STOP")?;
+        // Bob's history is read first, and waits for Redis; carol waits for hers behind it,
+        // while alice talks and leaves.
+        let result = async {
+            bob.join("cellar").await?;
+            carol.join("attic").await?;
+            alice.send(&format!("hi {}", "x".repeat(1500))).await?;
+            alice.join("lobby").await?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while common::procfs::unread_from(one.child.id(), redis.port)? < 1500 {
+                if Instant::now() > deadline {
+                    return Err(io::Error::other("alice's line never reached Redis"));
+                }
+                smol::Timer::after(Duration::from_millis(10)).await;
+            }
+            Ok(())
+        }
+        .await;
+        signal(pid, "CONT")?;
+        result?;
+        let seen = lines_through_prefix(&mut carol, "*** alice left #attic").await?;
+        assert!(seen.iter().any(|l| l.starts_with("alice: hi ")), "{seen:?}");
         io::Result::Ok(())
     })
 }

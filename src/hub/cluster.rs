@@ -45,8 +45,8 @@ struct CatchUp {
     room: Arc<str>,
     /// The last line number already shown; `None` until the history is read.
     through: Option<u64>,
-    /// Chat lines for the client that came live before its history was read: shown after
-    /// the history, which stops short of the first of them. At most [`MAX_LIVE`].
+    /// Lines for the client that came live before its history was read, notices included:
+    /// shown after the history, which stops short of the first of them. At most [`MAX_LIVE`].
     live: Vec<(u64, Arc<str>)>,
     /// Chat lines the client said in the room before its history was read: the last this
     /// many of its own lines in the history, which it is not shown again.
@@ -198,31 +198,30 @@ impl State {
             _ => HashSet::new(),
         };
         let line: Arc<str> = line.into();
-        // A newcomer whose history is not read yet gets a chat line after it; one whose
-        // history showed the line does not get it again. Notices are never in the history,
-        // so they are always live.
+        // A newcomer whose history is not read yet gets a line after it, notices included, so
+        // it sees the room's lines in the room's order; one whose history showed a chat line
+        // does not get it again. Notices are never in the history.
         let mut given_up = Vec::new();
-        if chat {
-            self.cluster.catching_up.retain(|id, catch_up| {
-                if *catch_up.room != *room {
-                    return true;
+        self.cluster.catching_up.retain(|id, catch_up| {
+            if *catch_up.room != *room {
+                return true;
+            }
+            match catch_up.through {
+                Some(through) if seq > through => return false,
+                Some(_) if !chat => return true,
+                Some(_) => {}
+                None if Some(*id) == except || hidden.contains(id) => {}
+                None if catch_up.live.len() < MAX_LIVE => {
+                    catch_up.live.push((seq, line.clone()));
                 }
-                match catch_up.through {
-                    Some(through) if seq > through => return false,
-                    Some(_) => {}
-                    None if Some(*id) == except || hidden.contains(id) => {}
-                    None if catch_up.live.len() < MAX_LIVE => {
-                        catch_up.live.push((seq, line.clone()));
-                    }
-                    None => {
-                        given_up.push((*id, std::mem::take(&mut catch_up.live)));
-                        return false;
-                    }
+                None => {
+                    given_up.push((*id, std::mem::take(&mut catch_up.live)));
+                    return false;
                 }
-                hidden.insert(*id);
-                true
-            });
-        }
+            }
+            hidden.insert(*id);
+            true
+        });
         for (id, live) in given_up {
             self.show_live(id, live);
         }
