@@ -460,3 +460,230 @@ fn embedders_see_the_cluster_in_stats_and_events() -> io::Result<()> {
     let _ = running.join();
     result
 }
+
+/// Reads until a line that ends with `last` (said after everything the test waits for, live
+/// or as history), bounded; returns every line read, that one included.
+async fn lines_through(client: &mut Client, last: &str) -> io::Result<Vec<String>> {
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let line = client.line().await?;
+        let done = line.ends_with(last);
+        seen.push(line);
+        if done {
+            return Ok(seen);
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: no {last:?} in {seen:?}",
+        client.name
+    )))
+}
+
+#[test]
+fn a_member_back_in_a_room_sees_its_own_earlier_lines_in_the_history() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    let (one, two) = (node(&redis)?, node(&redis)?);
+    smol::block_on(async {
+        let mut alice = named(&one, "alice").await?;
+        let mut bob = named(&two, "bob").await?;
+        alice.join("attic").await?;
+        bob.join("attic").await?;
+        bob.send("hello").await?;
+        // Alice reads it once it is in the room's history: Redis appends and publishes a line
+        // in one step.
+        alice.until(|l| l == "bob: hello").await?;
+        bob.join("lobby").await?;
+        bob.join("attic").await?;
+        // As on a single server: the history shows what bob said before he left.
+        alice.send("again").await?;
+        let seen = lines_through(&mut bob, "alice: again").await?;
+        let hello: Vec<&String> = seen
+            .iter()
+            .filter(|l| l.ends_with("] bob: hello"))
+            .collect();
+        assert_eq!(hello.len(), 1, "{seen:?}");
+        assert!(hello[0].starts_with("[history "), "{seen:?}");
+        io::Result::Ok(())
+    })
+}
+
+/// Sends a signal to a process by PID.
+fn signal(pid: u32, name: &str) -> io::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!("kill -{name} {pid} failed")));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_line_said_while_a_newcomers_history_is_read_reaches_it_live() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    let flags = ["--flood-rate", "0"];
+    let (one, two) = (node_with(&redis, &flags)?, node_with(&redis, &flags)?);
+    let pid = redis
+        .pid()
+        .ok_or_else(|| io::Error::other("redis is not running"))?;
+    smol::block_on(async {
+        let mut alice = named(&one, "alice").await?;
+        let mut bob = named(&two, "bob").await?;
+        alice.join("attic").await?;
+        alice.send("before").await?;
+        bob.sync().await?;
+        // Redis stopped: bob's history cannot be read until it runs again, and what alice
+        // says after bob came in waits in Redis's socket.
+        signal(pid, "STOP")?;
+        let entered = bob
+            .join("attic")
+            .await
+            .map_err(|e| io::Error::other(format!("join: {e}")));
+        let said = format!("after bob came in {}", "x".repeat(1500));
+        let sent = alice
+            .send(&said)
+            .await
+            .map_err(|e| io::Error::other(format!("said: {e}")));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut queued = Ok(0);
+        while Instant::now() < deadline {
+            queued = common::procfs::unread_from(one.child.id(), redis.port);
+            if queued.as_ref().is_ok_and(|n| *n >= 1500) || queued.is_err() {
+                break;
+            }
+            smol::Timer::after(Duration::from_millis(10)).await;
+        }
+        signal(pid, "CONT")?;
+        entered?;
+        sent?;
+        let queued = queued?;
+        assert!(queued >= 1500, "alice's line never reached Redis: {queued}");
+        let seen = lines_through(&mut bob, &format!("alice: {said}")).await?;
+        // Said after bob's greeting: a live line, after the history, not in it.
+        assert_eq!(seen.last(), Some(&format!("alice: {said}")), "{seen:?}");
+        assert!(
+            seen.iter()
+                .any(|l| l.starts_with("[history") && l.ends_with("alice: before")),
+            "{seen:?}"
+        );
+        io::Result::Ok(())
+    })
+}
+
+#[test]
+fn lines_said_while_many_newcomers_histories_are_read_reach_each_once_in_order() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    let flags = ["--flood-rate", "0", "--max-per-ip", "200"];
+    let (one, two) = (node_with(&redis, &flags)?, node_with(&redis, &flags)?);
+    const ROOMS: usize = 30;
+    smol::block_on(async {
+        let mut alice = named(&one, "alice").await?;
+        let mut users = Vec::new();
+        for i in 0..2 * ROOMS {
+            users.push(named(&two, &format!("u{i}")).await?);
+        }
+        // All at once: their histories are read one after another while alice talks.
+        for (i, user) in users.iter_mut().enumerate() {
+            user.send(&format!("/join room{}", i % ROOMS)).await?;
+        }
+        for (i, user) in users.iter_mut().enumerate() {
+            let greeting = format!("*** you are u{i} in #room{}", i % ROOMS);
+            user.until(|l| l.starts_with(&greeting)).await?;
+        }
+        for room in 0..ROOMS {
+            alice.join(&format!("room{room}")).await?;
+            alice.send(&format!("hi room{room}")).await?;
+        }
+        alice.send("/join lobby").await?;
+        alice
+            .until(|l| l.starts_with("*** you are alice in #lobby"))
+            .await?;
+        alice.send("done").await?;
+        for (i, user) in users.iter_mut().enumerate() {
+            let room = i % ROOMS;
+            // Alice's last line in the room: every line of hers there comes before it.
+            let left = format!("*** alice left #room{room} for #room");
+            let last = if room + 1 < ROOMS {
+                left
+            } else {
+                "*** alice left #room".into()
+            };
+            let seen = lines_through_prefix(user, &last).await?;
+            let hi = format!("alice: hi room{room}");
+            // Once, live or (if said before this node's subscription was in effect) as
+            // history, and never a live line before a history line.
+            let said: Vec<&String> = seen.iter().filter(|l| l.ends_with(&hi)).collect();
+            assert_eq!(said.len(), 1, "{seen:?}");
+            let history_at = seen.iter().rposition(|l| l.starts_with("[history"));
+            let live_at = seen.iter().position(|l| *l == hi);
+            if let (Some(h), Some(l)) = (history_at, live_at) {
+                assert!(h < l, "{seen:?}");
+            }
+        }
+        io::Result::Ok(())
+    })
+}
+
+/// As [`lines_through`], up to a line that starts with `last`.
+async fn lines_through_prefix(client: &mut Client, last: &str) -> io::Result<Vec<String>> {
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let line = client.line().await?;
+        let done = line.starts_with(last);
+        seen.push(line);
+        if done {
+            return Ok(seen);
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: no {last:?} in {seen:?}",
+        client.name
+    )))
+}
+
+#[test]
+fn a_newcomer_sees_a_line_before_the_notice_that_followed_it() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    let flags = ["--flood-rate", "0"];
+    let (one, two) = (node_with(&redis, &flags)?, node_with(&redis, &flags)?);
+    let pid = redis
+        .pid()
+        .ok_or_else(|| io::Error::other("redis is not running"))?;
+    smol::block_on(async {
+        let mut alice = named(&one, "alice").await?;
+        // Keeps the lobby subscribed on alice's node, and the attic on carol's.
+        let mut dave = named(&one, "dave").await?;
+        let mut erin = named(&two, "erin").await?;
+        let mut bob = named(&two, "bob").await?;
+        let mut carol = named(&two, "carol").await?;
+        alice.join("attic").await?;
+        erin.join("attic").await?;
+        for client in [&mut dave, &mut bob, &mut carol] {
+            client.sync().await?;
+        }
+        signal(pid, "STOP")?;
+        // Bob's history is read first, and waits for Redis; carol waits for hers behind it,
+        // while alice talks and leaves.
+        let result = async {
+            bob.join("cellar").await?;
+            carol.join("attic").await?;
+            alice.send(&format!("hi {}", "x".repeat(1500))).await?;
+            alice.join("lobby").await?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while common::procfs::unread_from(one.child.id(), redis.port)? < 1500 {
+                if Instant::now() > deadline {
+                    return Err(io::Error::other("alice's line never reached Redis"));
+                }
+                smol::Timer::after(Duration::from_millis(10)).await;
+            }
+            Ok(())
+        }
+        .await;
+        signal(pid, "CONT")?;
+        result?;
+        let seen = lines_through_prefix(&mut carol, "*** alice left #attic").await?;
+        assert!(seen.iter().any(|l| l.starts_with("alice: hi ")), "{seen:?}");
+        io::Result::Ok(())
+    })
+}

@@ -45,9 +45,12 @@ struct CatchUp {
     room: Arc<str>,
     /// The last line number already shown; `None` until the history is read.
     through: Option<u64>,
-    /// Chat lines for the client that came live before its history was read: shown after
-    /// the history, which stops short of the first of them. At most [`MAX_LIVE`].
+    /// Lines for the client that came live before its history was read, notices included:
+    /// shown after the history, which stops short of the first of them. At most [`MAX_LIVE`].
     live: Vec<(u64, Arc<str>)>,
+    /// Chat lines the client said in the room before its history was read: the last this
+    /// many of its own lines in the history, which it is not shown again.
+    said: usize,
 }
 
 /// Lines kept for one newcomer while its history is read; past it the history is given up
@@ -107,7 +110,12 @@ impl State {
         };
         let payload = payload(chat, line);
         if chat {
-            link.publish(room, sender, &payload).is_ok()
+            let published = link.publish(room, sender, &payload).is_ok();
+            let catch_up = sender.and_then(|id| self.cluster.catching_up.get_mut(&id));
+            if let Some(catch_up) = catch_up.filter(|c| published && c.through.is_none()) {
+                catch_up.said += 1;
+            }
+            published
         } else {
             link.notify(room, sender, &payload).is_ok()
         }
@@ -137,6 +145,7 @@ impl State {
                 room: room.clone(),
                 through: None,
                 live: Vec::new(),
+                said: 0,
             };
             if self.cluster.catching_up.insert(id, catch_up).is_none() {
                 self.cluster.to_replay.push(id);
@@ -189,31 +198,30 @@ impl State {
             _ => HashSet::new(),
         };
         let line: Arc<str> = line.into();
-        // A newcomer whose history is not read yet gets a chat line after it; one whose
-        // history showed the line does not get it again. Notices are never in the history,
-        // so they are always live.
+        // A newcomer whose history is not read yet gets a line after it, notices included, so
+        // it sees the room's lines in the room's order; one whose history showed a chat line
+        // does not get it again. Notices are never in the history.
         let mut given_up = Vec::new();
-        if chat {
-            self.cluster.catching_up.retain(|id, catch_up| {
-                if *catch_up.room != *room {
-                    return true;
+        self.cluster.catching_up.retain(|id, catch_up| {
+            if *catch_up.room != *room {
+                return true;
+            }
+            match catch_up.through {
+                Some(through) if seq > through => return false,
+                Some(_) if !chat => return true,
+                Some(_) => {}
+                None if Some(*id) == except || hidden.contains(id) => {}
+                None if catch_up.live.len() < MAX_LIVE => {
+                    catch_up.live.push((seq, line.clone()));
                 }
-                match catch_up.through {
-                    Some(through) if seq > through => return false,
-                    Some(_) => {}
-                    None if Some(*id) == except || hidden.contains(id) => {}
-                    None if catch_up.live.len() < MAX_LIVE => {
-                        catch_up.live.push((seq, line.clone()));
-                    }
-                    None => {
-                        given_up.push((*id, std::mem::take(&mut catch_up.live)));
-                        return false;
-                    }
+                None => {
+                    given_up.push((*id, std::mem::take(&mut catch_up.live)));
+                    return false;
                 }
-                hidden.insert(*id);
-                true
-            });
-        }
+            }
+            hidden.insert(*id);
+            true
+        });
         for (id, live) in given_up {
             self.show_live(id, live);
         }
@@ -228,8 +236,16 @@ impl State {
         }
     }
 
-    /// Shows a client the history read for its room, unless it moved on meanwhile.
-    fn replayed(&mut self, id: Id, room: &str, history: Option<Vec<HistoryLine>>) {
+    /// Shows a client the history read for its room, unless it moved on meanwhile. `next` is
+    /// the number of the first line of the room that came after the client entered and waits
+    /// to be handled: the history stops short of it, and it follows as a live line.
+    fn replayed(
+        &mut self,
+        id: Id,
+        room: &str,
+        history: Option<Vec<HistoryLine>>,
+        next: Option<u64>,
+    ) {
         let Some(catch_up) = self.cluster.catching_up.get_mut(&id) else {
             return;
         };
@@ -237,26 +253,41 @@ impl State {
             return;
         }
         let live = std::mem::take(&mut catch_up.live);
-        let cut = live.first().map_or(u64::MAX, |(seq, _)| *seq);
+        let cut = live
+            .first()
+            .map(|(seq, _)| *seq)
+            .or(next)
+            .unwrap_or(u64::MAX);
         catch_up.through = live
             .last()
             .map(|(seq, _)| *seq)
+            .or_else(|| next.map(|seq| seq.saturating_sub(1)))
             .or_else(|| history.as_ref()?.last().map(|said| said.seq));
+        let said_since = catch_up.said;
         if catch_up.through.is_none() {
             self.cluster.catching_up.remove(&id);
         }
         let history = history.unwrap_or_default();
         let node = self.cluster.link.as_ref().map(|link| link.node().clone());
-        // Said on this node: not the newcomer's own lines (said while its history was being
-        // read), nor those of anyone it ignores, as live.
+        let from_here = |said: &HistoryLine, sender: &dyn Fn(Id) -> bool| {
+            Some(&said.origin) == node.as_ref() && said.sender.is_some_and(sender)
+        };
+        // The newcomer's own lines said since it entered (while its history was being read)
+        // are the last of its lines in the history; those said before it left and came back
+        // are shown, as on a single server.
+        let mut own_since: Vec<u64> = history
+            .iter()
+            .filter(|said| from_here(said, &|sender| sender == id))
+            .map(|said| said.seq)
+            .collect();
+        let own_since = own_since.split_off(own_since.len().saturating_sub(said_since));
+        // Nor, said on this node, those of anyone it ignores, as live.
         let hidden = |said: &HistoryLine| {
-            Some(&said.origin) == node.as_ref()
-                && said.sender.is_some_and(|sender| {
-                    sender == id
-                        || self
-                            .directory
-                            .get(sender)
-                            .is_some_and(|c| c.ignored_by.contains(&id))
+            own_since.contains(&said.seq)
+                || from_here(said, &|sender| {
+                    self.directory
+                        .get(sender)
+                        .is_some_and(|c| c.ignored_by.contains(&id))
                 })
         };
         let mut text = String::new();
@@ -645,11 +676,14 @@ async fn replay(
             st.cluster.catching_up.get(&id).map(|c| c.room.clone())
         };
         let Some(room) = room else { continue };
+        // Synced again after the read: every line of the room published before it that this
+        // node will ever receive has come by then (a PING's reply follows them), so the first
+        // one that came after the client entered is known, and the history stops short of it.
         let read = async {
-            match link.synced().await {
-                Ok(()) => link.history(&room).await.ok(),
-                Err(_) => None,
-            }
+            link.synced().await.ok()?;
+            let history = link.history(&room).await.ok()?;
+            link.synced().await.ok()?;
+            Some(history)
         };
         let mut read = std::pin::pin!(read);
         let history = loop {
@@ -670,7 +704,13 @@ async fn replay(
                 Step::Closed => closed = true,
             }
         };
-        hub.lock().replayed(id, &room, history);
+        // The first line of the room that came while its history was read: said after the
+        // client entered, so live for it, not history.
+        let next = held.iter().find_map(|message| match message {
+            Incoming::Room { room: r, seq, .. } if **r == *room => Some(*seq),
+            _ => None,
+        });
+        hub.lock().replayed(id, &room, history, next);
     }
     closed
 }

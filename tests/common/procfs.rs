@@ -49,3 +49,47 @@ fn status_field(pid: u32, name: &str) -> io::Result<u64> {
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| io::Error::other(format!("no {name} in /proc/{pid}/status")))
 }
+
+/// Bytes that arrived on loopback TCP connections to `port` from sockets of process `pid`,
+/// not yet read by whoever listens on `port` (`rx_queue` in `/proc/net/tcp`): what `pid` sent
+/// to a stopped server.
+pub fn unread_from(pid: u32, port: u16) -> io::Result<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let target = std::fs::read_link(fd?.path()).unwrap_or_default();
+        let target = target.to_string_lossy();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    // local port, remote port, unread bytes, inode
+    let rows: Vec<(u16, u16, u64, &str)> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = |addr: &str| u16::from_str_radix(addr.split_once(':')?.1, 16).ok();
+            let rx = fields.get(4)?.split_once(':')?.1;
+            Some((
+                port(fields.get(1)?)?,
+                port(fields.get(2)?)?,
+                u64::from_str_radix(rx, 16).ok()?,
+                *fields.get(9)?,
+            ))
+        })
+        .collect();
+    let ours: std::collections::HashSet<u16> = rows
+        .iter()
+        .filter(|(_, remote, _, inode)| *remote == port && inodes.contains(*inode))
+        .map(|(local, ..)| *local)
+        .collect();
+    Ok(rows
+        .iter()
+        .filter(|(local, remote, ..)| *local == port && ours.contains(remote))
+        .map(|(_, _, rx, _)| rx)
+        .sum())
+}

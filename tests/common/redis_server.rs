@@ -38,7 +38,7 @@ impl RedisServer {
     }
 
     /// Its process id, while it runs.
-    #[allow(dead_code)] // reason: only the benchmark reads Redis's CPU time
+    #[allow(dead_code)] // reason: the benchmark reads its CPU time, the cluster tests stop it
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
