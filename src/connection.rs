@@ -24,7 +24,7 @@ use crate::auth;
 use crate::config::{Draft, Verdict};
 use crate::event::{LeaveReason, Refusal};
 use crate::framing::{Frame, Framer};
-use crate::hub::{Hub, Id, OperError, Refused};
+use crate::hub::{Hub, Id, OperError, Refused, LOBBY};
 use crate::outbox::{cost, outbox, Inbox, Item, Limits, RETRY};
 use crate::protocol::{self, CommandError, Input};
 use crate::sanitize::sanitize;
@@ -63,7 +63,11 @@ where
     let (outbox, inbox) = outbox(Limits::from(&hub.config));
     // In a cluster, a guest name unique across it (None otherwise).
     let named = hub.cluster_guest().await;
-    let id = match hub.join_as(addr, outbox, named) {
+    let joined = {
+        let _lobby = hub.enter_ahead(LOBBY).await;
+        hub.join_as(addr, outbox, named)
+    };
+    let id = match joined {
         Ok(id) => id,
         Err(refusal) => return refuse(&stream, &refusal).await,
     };
@@ -265,6 +269,11 @@ async fn handle_line(hub: &Hub, id: Id, line: &[u8]) -> Option<Ending> {
             return send(hub, id, &protocol::error(e)).await;
         }
     }
+    // And a room subscribed to across it, before the client enters.
+    let _room = match input {
+        Input::Join(room) => hub.enter_ahead(room).await,
+        _ => None,
+    };
     loop {
         let done = match input {
             Input::Say(_) => hub.say(id, &text, false),

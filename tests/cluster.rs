@@ -530,8 +530,12 @@ fn a_line_said_while_a_newcomers_history_is_read_reaches_it_live() -> io::Result
     smol::block_on(async {
         let mut alice = named(&one, "alice").await?;
         let mut bob = named(&two, "bob").await?;
+        // Keeps the attic subscribed on bob's node, so bob enters it at once.
+        let mut erin = named(&two, "erin").await?;
         alice.join("attic").await?;
+        erin.join("attic").await?;
         alice.send("before").await?;
+        erin.until(|l| l == "alice: before").await?;
         bob.sync().await?;
         // Redis stopped: bob's history cannot be read until it runs again, and what alice
         // says after bob came in waits in Redis's socket.
@@ -611,12 +615,15 @@ fn lines_said_while_many_newcomers_histories_are_read_reach_each_once_in_order()
             };
             let seen = lines_through_prefix(user, &last).await?;
             let hi = format!("alice: hi room{room}");
-            // Once, live or (if said before this node's subscription was in effect) as
-            // history, and never a live line before a history line.
+            // Said after the user was greeted, so its node was subscribed by then: her join
+            // and her line come live, once, after any history.
             let said: Vec<&String> = seen.iter().filter(|l| l.ends_with(&hi)).collect();
-            assert_eq!(said.len(), 1, "{seen:?}");
-            let history_at = seen.iter().rposition(|l| l.starts_with("[history"));
+            assert_eq!(said, [&hi], "{seen:?}");
+            let joined = format!("*** alice joined #room{room}");
+            let joined_at = seen.iter().position(|l| *l == joined);
             let live_at = seen.iter().position(|l| *l == hi);
+            assert!(joined_at.is_some() && joined_at < live_at, "{seen:?}");
+            let history_at = seen.iter().rposition(|l| l.starts_with("[history"));
             if let (Some(h), Some(l)) = (history_at, live_at) {
                 assert!(h < l, "{seen:?}");
             }
@@ -652,13 +659,16 @@ fn a_newcomer_sees_a_line_before_the_notice_that_followed_it() -> io::Result<()>
         .ok_or_else(|| io::Error::other("redis is not running"))?;
     smol::block_on(async {
         let mut alice = named(&one, "alice").await?;
-        // Keeps the lobby subscribed on alice's node, and the attic on carol's.
+        // Keeps the lobby subscribed on alice's node, the attic and the cellar on carol's, so
+        // that bob and carol enter them at once.
         let mut dave = named(&one, "dave").await?;
         let mut erin = named(&two, "erin").await?;
+        let mut frank = named(&two, "frank").await?;
         let mut bob = named(&two, "bob").await?;
         let mut carol = named(&two, "carol").await?;
         alice.join("attic").await?;
         erin.join("attic").await?;
+        frank.join("cellar").await?;
         for client in [&mut dave, &mut bob, &mut carol] {
             client.sync().await?;
         }

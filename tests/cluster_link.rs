@@ -314,6 +314,45 @@ fn a_node_receives_only_the_rooms_it_has_members_in() -> io::Result<()> {
 }
 
 #[test]
+fn a_reserved_room_is_received_before_its_first_member_enters_and_until_released() -> io::Result<()>
+{
+    let redis = RedisServer::start(&[])?;
+    run(|ex| async move {
+        let (a, _a_in) = Link::connect(&ex, url(&redis), fast()).await?;
+        let (b, b_in) = Link::connect(&ex, url(&redis), fast()).await?;
+        b.enter("lobby", 1, "bob");
+        let reserved = b.reserve("attic");
+        assert!(reserved.is_fresh());
+        assert!(!b.reserve("attic").is_fresh(), "already subscribed");
+        b.synced().await.expect("up");
+        a.publish("attic", None, "before anyone entered\n")
+            .expect("up");
+        assert_eq!(
+            next_line(&b_in).await?,
+            ("attic".into(), "before anyone entered\n".into())
+        );
+
+        // A member keeps the subscription after the reservation; the last one out ends it.
+        b.enter("attic", 2, "carol");
+        drop(reserved);
+        a.publish("attic", None, "carol is here\n").expect("up");
+        assert_eq!(
+            next_line(&b_in).await?,
+            ("attic".into(), "carol is here\n".into())
+        );
+        b.exit("attic", 2);
+        // Released without a member: unsubscribed too.
+        drop(b.reserve("cellar"));
+        b.synced().await.expect("up");
+        a.publish("attic", None, "attic again\n").expect("up");
+        a.publish("cellar", None, "cellar\n").expect("up");
+        a.publish("lobby", None, "lobby\n").expect("up");
+        assert_eq!(next_line(&b_in).await?, ("lobby".into(), "lobby\n".into()));
+        Ok(())
+    })
+}
+
+#[test]
 fn names_are_claimed_once_across_nodes_whatever_their_case() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     run(|ex| async move {

@@ -291,6 +291,57 @@ pub struct HistoryLine {
     pub line: String,
 }
 
+/// Keeps this node subscribed to a room until dropped; see [`Link::reserve`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn hold(link: &smolchat::cluster::Link) {
+/// let reserved: smolchat::cluster::Reservation = link.reserve("attic");
+/// # drop(reserved);
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "the subscription is given up when it is dropped"]
+pub struct Reservation {
+    link: Link,
+    room: String,
+    fresh: bool,
+}
+
+impl Reservation {
+    /// Whether this reservation subscribed the node to the room (it was not subscribed yet),
+    /// so that [`Link::synced`] is worth waiting for.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn join(link: &smolchat::cluster::Link) {
+    /// let reserved = link.reserve("attic");
+    /// if reserved.is_fresh() {
+    ///     let _ = link.synced().await;
+    /// }
+    /// # }
+    /// ```
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut registry = self.link.inner.shared.registry();
+        match registry.reserved.get_mut(&self.room) {
+            Some(count) if *count > 1 => *count -= 1,
+            Some(_) => {
+                registry.reserved.remove(&self.room);
+                self.link.unsubscribe_if_unused(&mut registry, &self.room);
+            }
+            None => {}
+        }
+    }
+}
+
 /// This node's link to Redis: a cheap handle, cloned by everyone who talks to the cluster.
 ///
 /// The link's task runs on the executor given to [`Link::connect`]; it ends when the last
@@ -341,8 +392,11 @@ struct Shared {
 /// This node's part of the cluster state, kept so it can be written again after Redis was away.
 #[derive(Default)]
 struct Registry {
-    /// Room key → connection id → name: this node's members, which decide its subscriptions.
+    /// Room key → connection id → name: this node's members. A room is here exactly while
+    /// this node is subscribed to it: while it has members or reservations.
     rooms: HashMap<String, HashMap<u64, String>>,
+    /// Room key → how many [`Reservation`]s keep it subscribed.
+    reserved: HashMap<String, usize>,
     /// Name key → our value, for every name this node holds.
     names: HashMap<String, String>,
     /// Other nodes → when each was last heard.
@@ -371,9 +425,6 @@ enum Request {
     Call(Vec<u8>, Option<Sender<Reply>>),
     /// Release this node's names and presence, say goodbye, stop. Dropped when done.
     Close(Sender<()>),
-    /// Send nothing queued after this before it is answered (or dropped): what follows a new
-    /// subscription waits until the subscription is in effect.
-    After(Receiver<()>),
 }
 
 enum Subscription {
@@ -583,11 +634,8 @@ impl Link {
 
     /// Records that connection `id`, called `name`, is in `room` on this node; call it again
     /// with the new name after a rename. The first member of a room subscribes this node to
-    /// the room's lines. Never waits; while the link is down the record waits for it locally.
-    ///
-    /// Every command queued after it (the member's presence, its join notice, its lines)
-    /// reaches Redis once the subscription is in effect: whoever sees the member there can
-    /// count on it receiving what they say next.
+    /// the room's lines (see [`Link::reserve`] to have the subscription in effect first).
+    /// Never waits; while the link is down the record waits for it locally.
     ///
     /// # Examples
     ///
@@ -600,14 +648,8 @@ impl Link {
         let shared = &self.inner.shared;
         {
             let mut registry = shared.registry();
-            let members = registry.rooms.entry(room.to_owned()).or_default();
-            if members.is_empty() {
-                self.subscription(Subscription::Subscribe(room.to_owned()));
-                let (tx, rx) = async_channel::bounded(1);
-                self.subscription(Subscription::Sync(tx));
-                let _ = self.push(Request::After(rx));
-            }
-            members.insert(id, name.to_owned());
+            self.subscribed(&mut registry, room)
+                .insert(id, name.to_owned());
         }
         let cmd = self.eval(scripts::ENTER, &presence_keys(room, &shared.node));
         let _ = self.queue(enter_args(cmd, shared, room, id, name));
@@ -631,10 +673,7 @@ impl Link {
                 return;
             };
             members.remove(&id);
-            if members.is_empty() {
-                registry.rooms.remove(room);
-                self.subscription(Subscription::Unsubscribe(room.to_owned()));
-            }
+            self.unsubscribe_if_unused(&mut registry, room);
         }
         let cmd = self
             .eval(scripts::EXIT, &presence_keys(room, &shared.node))
@@ -642,6 +681,59 @@ impl Link {
             .arg(shared.node.as_str())
             .arg(room);
         let _ = self.queue(cmd);
+    }
+
+    /// Subscribes this node to `room`'s lines, if it is not yet, for as long as the
+    /// [`Reservation`] lives: await [`Link::synced`] next, then [`Link::enter`] the member,
+    /// which then receives every line published after it entered (without it, the first
+    /// member of a room on this node misses what is published before Redis has the
+    /// subscription).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn join(link: &smolchat::cluster::Link) -> Result<(), smolchat::cluster::LinkError> {
+    /// let reserved = link.reserve("attic");
+    /// link.synced().await?;
+    /// link.enter("attic", 1, "alice");
+    /// drop(reserved); // the member keeps the subscription now
+    /// # Ok(()) }
+    /// ```
+    pub fn reserve(&self, room: &str) -> Reservation {
+        let fresh = {
+            let mut registry = self.inner.shared.registry();
+            let fresh = !registry.rooms.contains_key(room);
+            self.subscribed(&mut registry, room);
+            *registry.reserved.entry(room.to_owned()).or_default() += 1;
+            fresh
+        };
+        Reservation {
+            link: self.clone(),
+            room: room.to_owned(),
+            fresh,
+        }
+    }
+
+    /// The room's members on this node, subscribing to the room first if it has none.
+    fn subscribed<'r>(
+        &self,
+        registry: &'r mut Registry,
+        room: &str,
+    ) -> &'r mut HashMap<u64, String> {
+        registry.rooms.entry(room.to_owned()).or_insert_with(|| {
+            self.subscription(Subscription::Subscribe(room.to_owned()));
+            HashMap::new()
+        })
+    }
+
+    /// Unsubscribes from a room that has no member and no reservation left on this node.
+    fn unsubscribe_if_unused(&self, registry: &mut Registry, room: &str) {
+        let unused = registry.rooms.get(room).is_some_and(HashMap::is_empty)
+            && !registry.reserved.contains_key(room);
+        if unused {
+            registry.rooms.remove(room);
+            self.subscription(Subscription::Unsubscribe(room.to_owned()));
+        }
     }
 
     /// Claims `name` for connection `id` across the cluster, case-insensitively; the link
@@ -1082,8 +1174,7 @@ impl Task {
                 .await;
             match request {
                 None => return true,
-                // Dropping a reply sender says Down.
-                Some(Ok(Request::Call(..) | Request::After(_))) => {}
+                Some(Ok(Request::Call(..))) => {} // dropping its reply sender says Down
                 Some(Ok(Request::Close(_)) | Err(_)) => return false,
             }
         }
@@ -1184,13 +1275,12 @@ impl Task {
                 let done = match wake {
                     Wake::Request(Some(Request::Call(first, reply))) => {
                         match self.batch(cmd, first, reply).await {
-                            Ok(Some(Request::Close(done))) => {
+                            Ok(Some(done)) => {
                                 self.leave(cmd).await;
                                 drop(done);
                                 return Ended::Closed;
                             }
-                            Ok(Some(Request::After(synced))) => self.after(&synced).await,
-                            Ok(_) => Ok(()),
+                            Ok(None) => Ok(()),
                             Err(e) => Err(e),
                         }
                     }
@@ -1199,7 +1289,7 @@ impl Task {
                         drop(done);
                         return Ended::Closed;
                     }
-                    Wake::Request(Some(Request::After(synced))) => self.after(&synced).await,
+
                     // Every handle was dropped without `close`: stop as a crashed node would.
                     Wake::Request(None) => return Ended::Closed,
                     Wake::Kick => Err(io::Error::other("outgoing queue full")),
@@ -1282,24 +1372,24 @@ impl Task {
     }
 
     /// Sends `first` and whatever else is queued, then reads the replies in order. Returns a
-    /// close or wait request found in the queue, to be handled after the commands before it.
+    /// close request found in the queue, to be handled after the commands before it.
     async fn batch(
         &self,
         cmd: &mut Connection,
         first: Vec<u8>,
         reply: Option<Sender<Reply>>,
-    ) -> io::Result<Option<Request>> {
+    ) -> io::Result<Option<Sender<()>>> {
         let mut bytes = first;
         let mut waiting = vec![reply];
-        let mut next = None;
+        let mut close = None;
         while waiting.len() < BATCH {
             match self.requests.try_recv() {
                 Ok(Request::Call(more, reply)) => {
                     bytes.extend_from_slice(&more);
                     waiting.push(reply);
                 }
-                Ok(request) => {
-                    next = Some(request);
+                Ok(Request::Close(done)) => {
+                    close = Some(done);
                     break;
                 }
                 Err(_) => break,
@@ -1318,18 +1408,7 @@ impl Task {
                 let _ = tx.try_send(reply);
             }
         }
-        Ok(next)
-    }
-
-    /// Waits until a subscription is in effect, as long as Redis may take to answer. A lost
-    /// subscriber connection drops the sender: nothing to wait for then (the link is being
-    /// rebuilt).
-    async fn after(&self, synced: &Receiver<()>) -> io::Result<()> {
-        self.timed(async {
-            let _ = synced.recv().await;
-            Ok(())
-        })
-        .await
+        Ok(close)
     }
 
     /// The periodic work: announce this node, renew names and presence, notice lost nodes.

@@ -28,6 +28,6 @@ mod url;
 
 pub use connection::Connection;
 pub use keys::NodeId;
-pub use link::{Claim, HistoryLine, Incoming, Link, LinkConfig, LinkError, Owner};
+pub use link::{Claim, HistoryLine, Incoming, Link, LinkConfig, LinkError, Owner, Reservation};
 pub use resp::{parse, Command, Reply, RespError};
 pub use url::{Password, RedisUrl, UrlError};

@@ -10,13 +10,14 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use futures_lite::future::FutureExt;
-use smol::Executor;
+use smol::{Executor, Timer};
 
 use super::{Held, Hub, Id, Refused, State};
-use crate::cluster::{Claim, HistoryLine, Incoming, Link, LinkConfig, RedisUrl};
+use crate::cluster::{Claim, HistoryLine, Incoming, Link, LinkConfig, RedisUrl, Reservation};
 use crate::event::Event;
 use crate::handle::ClusterStats;
 use crate::protocol::{self, check_name, CommandError, Time};
@@ -52,6 +53,10 @@ struct CatchUp {
     /// many of its own lines in the history, which it is not shown again.
     said: usize,
 }
+
+/// Longest a client entering a room waits for its node's subscription to the room (Redis
+/// slow or away: it enters anyway, and may miss what is said meanwhile).
+const ENTER_WAIT: Duration = Duration::from_secs(2);
 
 /// Lines kept for one newcomer while its history is read; past it the history is given up
 /// and the lines shown at once.
@@ -366,6 +371,27 @@ impl Hub {
 
     fn link(&self) -> Option<Link> {
         self.lock().cluster.up().cloned()
+    }
+
+    /// Subscribes this node to a room a client is about to enter, and if it was not
+    /// subscribed yet, waits (at most [`ENTER_WAIT`]) until the subscription is in effect: entered after that, the client
+    /// gets every line and notice published after it entered, and so does anyone who answers
+    /// its join notice. The room stays subscribed while the result lives. `None` without a
+    /// link or a valid room.
+    pub(crate) async fn enter_ahead(&self, room: &str) -> Option<Reservation> {
+        let link = self.link()?;
+        let key = protocol::room_key(room).ok()?;
+        let reserved = link.reserve(&key);
+        if reserved.is_fresh() {
+            async {
+                let _ = link.synced().await;
+            }
+            .or(async {
+                Timer::after(ENTER_WAIT).await;
+            })
+            .await;
+        }
+        Some(reserved)
     }
 
     /// A newcomer's id and a guest name unique across the cluster; `None` without a cluster.

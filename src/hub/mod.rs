@@ -1256,6 +1256,10 @@ impl Hub {
         None
     }
 
+    pub(crate) async fn enter_ahead(&self, _room: &str) -> Option<()> {
+        None
+    }
+
     pub(crate) async fn claim_name(&self, _id: Id, _name: &str) -> Result<(), CommandError> {
         Ok(())
     }
