@@ -697,3 +697,70 @@ fn a_newcomer_sees_a_line_before_the_notice_that_followed_it() -> io::Result<()>
         io::Result::Ok(())
     })
 }
+
+/// Reads `client`'s lines up to the reply to a `/rooms` it asks for, returning those before it.
+async fn lines_until_rooms(client: &mut Client) -> io::Result<Vec<String>> {
+    client.send("/rooms").await?;
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let line = client.line().await?;
+        if line.starts_with("*** rooms: ") {
+            return Ok(seen);
+        }
+        seen.push(line);
+    }
+    Err(io::Error::other(format!(
+        "{}: no /rooms reply",
+        client.name
+    )))
+}
+
+#[test]
+fn two_clients_entering_a_new_room_at_once_both_hear_whoever_answers_them() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    // Node one reaches Redis through a relay that can hold back its subscriber connection
+    // (the one that sends SUBSCRIBE): a subscription that takes long to be in effect.
+    let relay = common::relay::Relay::start(redis.port, b"SUBSCRIBE")?;
+    let url = format!("redis://127.0.0.1:{}", relay.port);
+    let one = Binary::start(&["--bind", "127.0.0.1:0", "--redis", &url, "-q"])?;
+    let two = node(&redis)?;
+    smol::block_on(async {
+        let mut alice = named(&one, "alice").await?;
+        let mut bob = named(&one, "bob").await?;
+        let mut carol = named(&two, "carol").await?;
+        carol.join("attic").await?;
+        alice.sync().await?;
+        bob.sync().await?;
+        relay.hold(true);
+        let held = Instant::now();
+        // The attic is new on node one: whichever comes first subscribes the node to it.
+        alice.send("/join attic").await?;
+        bob.send("/join attic").await?;
+        // For a while, well under the 2 s a newcomer waits at most, no one may enter before
+        // the node hears the attic; then the subscription is let through.
+        let mut entered = Vec::new();
+        while held.elapsed() < Duration::from_millis(800) && entered.is_empty() {
+            let seen = lines_until_rooms(&mut carol).await?;
+            entered.extend(seen.into_iter().filter(|l| l.ends_with(" joined #attic")));
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        if entered.is_empty() {
+            relay.hold(false);
+            for _ in 0..2 {
+                entered.push(carol.until(|l| l.ends_with(" joined #attic")).await?);
+            }
+        }
+        // Carol answers whoever she saw come in: each of them must hear it.
+        carol.join("cellar").await?;
+        relay.hold(false);
+        for client in [&mut alice, &mut bob] {
+            if entered.contains(&format!("*** {} joined #attic", client.name)) {
+                within(client, Duration::from_secs(10), |l| {
+                    l == "*** carol left #attic for #cellar"
+                })
+                .await?;
+            }
+        }
+        io::Result::Ok(())
+    })
+}

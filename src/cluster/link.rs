@@ -310,8 +310,9 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Whether this reservation subscribed the node to the room (it was not subscribed yet),
-    /// so that [`Link::synced`] is worth waiting for.
+    /// Whether the room had no member on this node yet, so that the node's subscription to it
+    /// may not be in effect (this reservation or another still waiting made it) and
+    /// [`Link::synced`] is worth waiting for.
     ///
     /// # Examples
     ///
@@ -702,7 +703,7 @@ impl Link {
     pub fn reserve(&self, room: &str) -> Reservation {
         let fresh = {
             let mut registry = self.inner.shared.registry();
-            let fresh = !registry.rooms.contains_key(room);
+            let fresh = registry.rooms.get(room).is_none_or(HashMap::is_empty);
             self.subscribed(&mut registry, room);
             *registry.reserved.entry(room.to_owned()).or_default() += 1;
             fresh

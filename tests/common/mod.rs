@@ -16,6 +16,7 @@ use smolchat::{Config, Handle, Server};
 pub mod process;
 pub mod procfs;
 pub mod redis_server;
+pub mod relay;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod traffic;
