@@ -643,3 +643,56 @@ fn debug_output_never_shows_the_password() -> io::Result<()> {
         Ok(())
     })
 }
+
+/// Sends a signal to a process by PID.
+fn signal(pid: u32, name: &str) -> io::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!("kill -{name} {pid} failed")));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_member_who_left_while_the_link_was_lost_is_not_listed_once_it_is_back() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    let pid = redis
+        .pid()
+        .ok_or_else(|| io::Error::other("redis is not running"))?;
+    run(|ex| async move {
+        // Lost after a second without an answer, well before presence expires (6 s).
+        let config = LinkConfig {
+            reply_timeout: Duration::from_secs(1),
+            ..fast()
+        };
+        let (a, a_in) = Link::connect(&ex, url(&redis), config).await?;
+        a.enter("lobby", 1, "alice");
+        a.enter("lobby", 2, "bob");
+        a.synced().await.expect("up");
+        signal(pid, "STOP")?;
+        // Once a heartbeat waits in Redis's socket, bob's exit waits behind it in the link's
+        // queue, and is dropped with the link when the heartbeat stalls.
+        let stalled = within("a heartbeat sent to the stopped Redis", async {
+            for _ in 0..10_000 {
+                if common::procfs::unread_from(std::process::id(), redis.port)? > 0 {
+                    return Ok(());
+                }
+                Timer::after(Duration::from_millis(2)).await;
+            }
+            Err(io::Error::other("nothing ever reached the stopped Redis"))
+        })
+        .await
+        .and_then(|sent| sent);
+        a.exit("lobby", 2);
+        let down = until(&a_in, "a down", |m| (m == Incoming::Down).then_some(())).await;
+        signal(pid, "CONT")?;
+        stalled?;
+        down?;
+        until(&a_in, "a up", |m| (m == Incoming::Up).then_some(())).await?;
+        assert_eq!(a.who("lobby").await.expect("up"), ["alice"]);
+        Ok(())
+    })
+}

@@ -1235,6 +1235,10 @@ impl Task {
         }
         let mut writes = Vec::new();
         for (room, members) in &rooms {
+            // Whoever left while the link was down was never taken out of Redis: the room's
+            // presence is written afresh from the registry.
+            let presence = keys::presence_key(room, &shared.node);
+            writes.push(Command::new("DEL").arg(presence).encode());
             for (id, name) in members {
                 let enter = self.eval(scripts::ENTER, &presence_keys(room, &shared.node));
                 writes.push(enter_args(enter, shared, room, *id, name).encode());
