@@ -696,3 +696,44 @@ fn a_member_who_left_while_the_link_was_lost_is_not_listed_once_it_is_back() -> 
         Ok(())
     })
 }
+
+#[test]
+fn members_who_come_and_go_while_the_link_comes_back_are_listed_as_they_are() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    // The node reaches Redis through a relay that can hold back its subscriber connection:
+    // the link's return stops there, its presence being written, for as long as the test
+    // needs (well under the 10 s Redis may take to answer).
+    let relay = common::relay::Relay::start(redis.port, b"SUBSCRIBE")?;
+    let via_relay: RedisUrl = format!("redis://127.0.0.1:{}", relay.port)
+        .parse()
+        .expect("a valid URL");
+    run(|ex| async move {
+        let (a, a_in) = Link::connect(&ex, via_relay, fast()).await?;
+        a.enter("lobby", 1, "alice");
+        a.enter("lobby", 2, "bob");
+        a.synced().await.expect("up");
+        relay.hold(true);
+        let mut admin = Connection::open(&url(&redis), 1 << 20).await?;
+        call(&mut admin, &["CLIENT", "KILL", "TYPE", "pubsub"]).await?;
+        until(&a_in, "a down", |m| (m == Incoming::Down).then_some(())).await?;
+        within("the link's return to resubscribe", async {
+            for _ in 0..10_000 {
+                if relay.holding() {
+                    return Ok(());
+                }
+                Timer::after(Duration::from_millis(2)).await;
+            }
+            Err(io::Error::other("the link never came back"))
+        })
+        .await??;
+        a.exit("lobby", 2);
+        a.enter("lobby", 3, "carol");
+        relay.hold(false);
+        until(&a_in, "a up", |m| (m == Incoming::Up).then_some(())).await?;
+        // Answered after whatever was queued before it: one connection, in order.
+        let mut who = a.who("lobby").await.expect("up");
+        who.sort();
+        assert_eq!(who, ["alice", "carol"]);
+        Ok(())
+    })
+}

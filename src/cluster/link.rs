@@ -653,7 +653,7 @@ impl Link {
                 .insert(id, name.to_owned());
         }
         let cmd = self.eval(scripts::ENTER, &presence_keys(room, &shared.node));
-        let _ = self.queue(enter_args(cmd, shared, room, id, name));
+        self.record(enter_args(cmd, shared, room, id, name));
     }
 
     /// Records that connection `id` left `room` on this node; the last one out unsubscribes
@@ -681,7 +681,7 @@ impl Link {
             .arg(id.to_string())
             .arg(shared.node.as_str())
             .arg(room);
-        let _ = self.queue(cmd);
+        self.record(cmd);
     }
 
     /// Subscribes this node to `room`'s lines, if it is not yet, for as long as the
@@ -1058,6 +1058,13 @@ impl Link {
             return Err(LinkError::Down);
         }
         self.push(Request::Call(cmd.encode(), None))
+    }
+
+    /// Queues a change of presence even while the link is down. The link drops it then (the
+    /// registry is written again when it is back), but one made while it comes back, after
+    /// it read the registry, must still reach Redis.
+    fn record(&self, cmd: Command) {
+        let _ = self.push(Request::Call(cmd.encode(), None));
     }
 
     async fn request(&self, cmd: Command) -> Result<Reply, LinkError> {

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,6 +18,8 @@ const TICK: Duration = Duration::from_millis(5);
 pub struct Relay {
     pub port: u16,
     hold: Arc<AtomicBool>,
+    /// How many connections have something held back now.
+    holding: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -30,9 +32,11 @@ impl Relay {
         let relay = Relay {
             port: listener.local_addr()?.port(),
             hold: Arc::new(AtomicBool::new(false)),
+            holding: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        let (hold, stop) = (relay.hold.clone(), relay.stop.clone());
+        let (hold, holding) = (relay.hold.clone(), relay.holding.clone());
+        let stop = relay.stop.clone();
         thread::spawn(move || {
             let end = Instant::now() + LIFETIME;
             while !stop.load(Ordering::Acquire) && Instant::now() < end {
@@ -45,7 +49,7 @@ impl Relay {
                 };
                 let marked = Arc::new(AtomicBool::new(false));
                 let up = Pump {
-                    marker: Some((marker, marked.clone(), hold.clone())),
+                    marker: Some((marker, marked.clone(), hold.clone(), holding.clone())),
                     stop: stop.clone(),
                     end,
                 };
@@ -67,6 +71,11 @@ impl Relay {
     pub fn hold(&self, on: bool) {
         self.hold.store(on, Ordering::Release);
     }
+
+    /// Whether a marked connection has sent something that is held back now.
+    pub fn holding(&self) -> bool {
+        self.holding.load(Ordering::Acquire) > 0
+    }
 }
 
 impl Drop for Relay {
@@ -75,10 +84,18 @@ impl Drop for Relay {
     }
 }
 
+type Marker = (
+    &'static [u8],
+    Arc<AtomicBool>,
+    Arc<AtomicBool>,
+    Arc<AtomicUsize>,
+);
+
 /// Copies one direction of one connection.
 struct Pump {
-    /// The marker, whether this connection sent it, and the relay's hold flag.
-    marker: Option<(&'static [u8], Arc<AtomicBool>, Arc<AtomicBool>)>,
+    /// The marker, whether this connection sent it, the relay's hold flag and its count of
+    /// connections holding something back.
+    marker: Option<Marker>,
     stop: Arc<AtomicBool>,
     end: Instant,
 }
@@ -101,15 +118,17 @@ impl Pump {
                 }
                 Err(_) => break,
             };
-            if let Some((marker, marked, hold)) = &self.marker {
+            if let Some((marker, marked, hold, holding)) = &self.marker {
                 if buf[..n].windows(marker.len()).any(|w| w == *marker) {
                     marked.store(true, Ordering::Release);
                 }
-                while marked.load(Ordering::Acquire)
-                    && hold.load(Ordering::Acquire)
-                    && !self.stopped()
-                {
-                    thread::sleep(TICK);
+                let held = || marked.load(Ordering::Acquire) && hold.load(Ordering::Acquire);
+                if held() {
+                    holding.fetch_add(1, Ordering::AcqRel);
+                    while held() && !self.stopped() {
+                        thread::sleep(TICK);
+                    }
+                    holding.fetch_sub(1, Ordering::AcqRel);
                 }
             }
             if to.write_all(&buf[..n]).is_err() {
