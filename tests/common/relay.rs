@@ -47,6 +47,8 @@ impl Relay {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
+                // Blocking, with a read timeout (see `Pump::run`), whatever the listener is.
+                let _ = client.set_nonblocking(false);
                 let marked = Arc::new(AtomicBool::new(false));
                 let up = Pump {
                     marker: Some((marker, marked.clone(), hold.clone(), holding.clone())),
