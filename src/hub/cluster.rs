@@ -377,8 +377,8 @@ impl Hub {
     /// member here yet (its subscription is new, or another newcomer's that may not be in
     /// effect either), waits (at most [`ENTER_WAIT`]) until it is in effect: entered after
     /// that, the client gets every line and notice published after it entered, and so does
-    /// anyone who answers its join notice. The room stays subscribed while the result lives. `None` without a
-    /// link or a valid room.
+    /// anyone who answers its join notice. The room stays subscribed while the result lives.
+    /// `None` without a link or a valid room.
     pub(crate) async fn enter_ahead(&self, room: &str) -> Option<Reservation> {
         let link = self.link()?;
         let key = protocol::room_key(room).ok()?;
