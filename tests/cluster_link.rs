@@ -377,6 +377,8 @@ fn names_are_claimed_once_across_nodes_whatever_their_case() -> io::Result<()> {
         assert_eq!(b.claim("alice", 1).await, Ok(Claim::Taken));
 
         a.release("Alice", 7);
+        // The release goes out without a reply; a's next request follows it on its connection.
+        assert_eq!(a.lookup("alice").await, Ok(None));
         assert_eq!(b.claim("alice", 1).await, Ok(Claim::Claimed));
 
         let (g1, g2) = (
