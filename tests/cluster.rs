@@ -3,6 +3,9 @@
 #![cfg(feature = "redis")]
 
 mod common;
+#[allow(dead_code)] // reason: only the raise is needed here
+#[path = "../src/fd_limit.rs"]
+mod fd_limit;
 
 use std::collections::HashSet;
 use std::io;
@@ -761,6 +764,43 @@ fn two_clients_entering_a_new_room_at_once_both_hear_whoever_answers_them() -> i
                 .await?;
             }
         }
+        io::Result::Ok(())
+    })
+}
+
+#[test]
+fn a_crowd_entering_new_rooms_at_once_keeps_the_link_up() -> io::Result<()> {
+    // Each entry queues a few commands for Redis: far more at once than the link's queue
+    // holds (4096), were the entries not paced.
+    const CROWD: usize = 1500;
+    fd_limit::raise_fd_limit();
+    let redis = RedisServer::start(&[])?;
+    let one = node_with(&redis, &["--flood-rate", "0"])?;
+    smol::block_on(async {
+        let mut crowd = Vec::with_capacity(CROWD);
+        for _ in 0..CROWD {
+            crowd.push(Client::connect_raw(one.addr).await?);
+        }
+        for client in &mut crowd {
+            client.read_welcome().await?;
+        }
+        for (i, client) in crowd.iter_mut().enumerate() {
+            client.send(&format!("/join r{i}")).await?;
+        }
+        for (i, client) in crowd.iter_mut().enumerate() {
+            let greeting = format!("*** you are {} in #r{i}", client.name);
+            let seen = client
+                .until(|l| l.starts_with(&greeting) || l.starts_with("*** cluster link"))
+                .await?;
+            assert!(seen.starts_with(&greeting), "{seen}");
+        }
+        // Nobody was told the link was lost meanwhile.
+        let first = &mut crowd[0];
+        first.send("/rooms").await?;
+        let rooms = first
+            .until(|l| l.starts_with("*** rooms") || l.starts_with("*** cluster link"))
+            .await?;
+        assert!(rooms.starts_with("*** rooms"), "{rooms}");
         io::Result::Ok(())
     })
 }

@@ -383,15 +383,22 @@ impl Hub {
         let link = self.link()?;
         let key = protocol::room_key(room).ok()?;
         let reserved = link.reserve(&key);
-        if reserved.is_fresh() {
-            async {
+        async {
+            if reserved.is_fresh() {
                 let _ = link.synced().await;
             }
-            .or(async {
-                Timer::after(ENTER_WAIT).await;
-            })
-            .await;
+            // Checked last, just before entering (nothing awaits between this and the
+            // entry's commands), and again after each wait, since a crowd wakes at once: a
+            // crowd entering rooms at once waits for Redis as a fast talker does, instead of
+            // overflowing the link's queue (which drops the link).
+            while link.congested() {
+                link.drained().await;
+            }
         }
+        .or(async {
+            Timer::after(ENTER_WAIT).await;
+        })
+        .await;
         Some(reserved)
     }
 
