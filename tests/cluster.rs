@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::io;
 use std::time::{Duration, Instant};
 
-use common::process::{self, Binary};
+use common::process::{self, signal, Binary};
 use common::redis_server::RedisServer;
 use common::Client;
 
@@ -464,20 +464,23 @@ fn embedders_see_the_cluster_in_stats_and_events() -> io::Result<()> {
     result
 }
 
-/// Reads until a line that ends with `last` (said after everything the test waits for, live
+/// Reads until a line for which `last` holds (said after everything the test waits for, live
 /// or as history), bounded; returns every line read, that one included.
-async fn lines_through(client: &mut Client, last: &str) -> io::Result<Vec<String>> {
+async fn lines_through(
+    client: &mut Client,
+    last: impl Fn(&str) -> bool,
+) -> io::Result<Vec<String>> {
     let mut seen = Vec::new();
     for _ in 0..200 {
         let line = client.line().await?;
-        let done = line.ends_with(last);
+        let done = last(&line);
         seen.push(line);
         if done {
             return Ok(seen);
         }
     }
     Err(io::Error::other(format!(
-        "{}: no {last:?} in {seen:?}",
+        "{}: the last line never came: {seen:?}",
         client.name
     )))
 }
@@ -499,7 +502,7 @@ fn a_member_back_in_a_room_sees_its_own_earlier_lines_in_the_history() -> io::Re
         bob.join("attic").await?;
         // As on a single server: the history shows what bob said before he left.
         alice.send("again").await?;
-        let seen = lines_through(&mut bob, "alice: again").await?;
+        let seen = lines_through(&mut bob, |l| l.ends_with("alice: again")).await?;
         let hello: Vec<&String> = seen
             .iter()
             .filter(|l| l.ends_with("] bob: hello"))
@@ -510,16 +513,22 @@ fn a_member_back_in_a_room_sees_its_own_earlier_lines_in_the_history() -> io::Re
     })
 }
 
-/// Sends a signal to a process by PID.
-fn signal(pid: u32, name: &str) -> io::Result<()> {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()?;
-    if !status.success() {
-        return Err(io::Error::other(format!("kill -{name} {pid} failed")));
+/// Waits (bounded) until at least `bytes` that `node` sent sit unread in a stopped Redis's
+/// socket.
+async fn waiting_in_redis(node: &Binary, redis: &RedisServer, bytes: u64) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let unread = common::procfs::unread_from(node.child.id(), redis.port)?;
+        if unread >= bytes {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "only {unread} bytes ever reached Redis"
+            )));
+        }
+        smol::Timer::after(Duration::from_millis(10)).await;
     }
-    Ok(())
 }
 
 #[test]
@@ -552,21 +561,12 @@ fn a_line_said_while_a_newcomers_history_is_read_reaches_it_live() -> io::Result
             .send(&said)
             .await
             .map_err(|e| io::Error::other(format!("said: {e}")));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut queued = Ok(0);
-        while Instant::now() < deadline {
-            queued = common::procfs::unread_from(one.child.id(), redis.port);
-            if queued.as_ref().is_ok_and(|n| *n >= 1500) || queued.is_err() {
-                break;
-            }
-            smol::Timer::after(Duration::from_millis(10)).await;
-        }
+        let queued = waiting_in_redis(&one, &redis, 1500).await;
         signal(pid, "CONT")?;
         entered?;
         sent?;
-        let queued = queued?;
-        assert!(queued >= 1500, "alice's line never reached Redis: {queued}");
-        let seen = lines_through(&mut bob, &format!("alice: {said}")).await?;
+        queued?;
+        let seen = lines_through(&mut bob, |l| l.ends_with(&format!("alice: {said}"))).await?;
         // Said after bob's greeting: a live line, after the history, not in it.
         assert_eq!(seen.last(), Some(&format!("alice: {said}")), "{seen:?}");
         assert!(
@@ -616,7 +616,7 @@ fn lines_said_while_many_newcomers_histories_are_read_reach_each_once_in_order()
             } else {
                 "*** alice left #room".into()
             };
-            let seen = lines_through_prefix(user, &last).await?;
+            let seen = lines_through(user, |l| l.starts_with(&last)).await?;
             let hi = format!("alice: hi room{room}");
             // Said after the user was greeted, so its node was subscribed by then: her join
             // and her line come live, once, after any history.
@@ -633,23 +633,6 @@ fn lines_said_while_many_newcomers_histories_are_read_reach_each_once_in_order()
         }
         io::Result::Ok(())
     })
-}
-
-/// As [`lines_through`], up to a line that starts with `last`.
-async fn lines_through_prefix(client: &mut Client, last: &str) -> io::Result<Vec<String>> {
-    let mut seen = Vec::new();
-    for _ in 0..200 {
-        let line = client.line().await?;
-        let done = line.starts_with(last);
-        seen.push(line);
-        if done {
-            return Ok(seen);
-        }
-    }
-    Err(io::Error::other(format!(
-        "{}: no {last:?} in {seen:?}",
-        client.name
-    )))
 }
 
 #[test]
@@ -683,19 +666,12 @@ fn a_newcomer_sees_a_line_before_the_notice_that_followed_it() -> io::Result<()>
             carol.join("attic").await?;
             alice.send(&format!("hi {}", "x".repeat(1500))).await?;
             alice.join("lobby").await?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while common::procfs::unread_from(one.child.id(), redis.port)? < 1500 {
-                if Instant::now() > deadline {
-                    return Err(io::Error::other("alice's line never reached Redis"));
-                }
-                smol::Timer::after(Duration::from_millis(10)).await;
-            }
-            Ok(())
+            waiting_in_redis(&one, &redis, 1500).await
         }
         .await;
         signal(pid, "CONT")?;
         result?;
-        let seen = lines_through_prefix(&mut carol, "*** alice left #attic").await?;
+        let seen = lines_through(&mut carol, |l| l.starts_with("*** alice left #attic")).await?;
         assert!(seen.iter().any(|l| l.starts_with("alice: hi ")), "{seen:?}");
         io::Result::Ok(())
     })

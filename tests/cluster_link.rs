@@ -15,6 +15,7 @@ use smolchat::cluster::{
     Claim, Command, Connection, Incoming, Link, LinkConfig, LinkError, RedisUrl, Reply,
 };
 
+use common::process::signal;
 use common::redis_server::RedisServer;
 
 /// Short timings so a test sees expiries and lost nodes in seconds, not minutes.
@@ -644,18 +645,6 @@ fn debug_output_never_shows_the_password() -> io::Result<()> {
         assert!(!format!("{err} {err:?}").contains("hunter3"), "{err}");
         Ok(())
     })
-}
-
-/// Sends a signal to a process by PID.
-fn signal(pid: u32, name: &str) -> io::Result<()> {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()?;
-    if !status.success() {
-        return Err(io::Error::other(format!("kill -{name} {pid} failed")));
-    }
-    Ok(())
 }
 
 #[test]

@@ -56,12 +56,7 @@ impl Binary {
 
     /// Sends a signal (by name, e.g. "TERM") to the process.
     pub fn signal(&self, name: &str) -> io::Result<()> {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()?;
-        assert!(status.success(), "kill -{name} failed");
-        Ok(())
+        signal(self.child.id(), name)
     }
 
     /// Waits for the process to exit, failing after [`TIMEOUT`].
@@ -75,6 +70,18 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends a signal (by name, e.g. "STOP") to a process by PID.
+pub fn signal(pid: u32, name: &str) -> io::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!("kill -{name} {pid} failed")));
+    }
+    Ok(())
 }
 
 /// Reads `reader` line by line on a thread; the lines arrive on the returned channel.
