@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::counting::Tally;
 use crate::generator::{collect, send_messages};
 use crate::redis_server::RedisServer;
 use crate::servers::ServerProcess;
@@ -92,9 +91,7 @@ impl Bench {
         let nodes_cpu = spent(cpu(&servers), nodes_before);
         let redis_spent = spent(redis_cpu(), redis_before);
 
-        let deliveries: u64 = tallies.iter().map(|t| t.payloads).sum();
         let lines = (s * m) as u64;
-        let pure: Vec<u64> = tallies.iter().skip(s).map(|t| t.order_hash).collect();
         let mut report = Report::new(
             "cluster",
             format!(
@@ -102,20 +99,7 @@ impl Bench {
                 if nodes == 1 { "" } else { "s" }
             ),
         );
-        report.put(
-            "deliveries_per_sec",
-            deliveries as f64 / elapsed.as_secs_f64(),
-        );
-        report.put("lost", tallies.iter().map(Tally::lost).sum::<u64>() as f64);
-        report.put(
-            "duplicated_or_reordered",
-            tallies.iter().map(|t| t.out_of_order).sum::<u64>() as f64,
-        );
-        report.put(
-            "same_total_order",
-            f64::from(u8::from(pure.windows(2).all(|w| w[0] == w[1]))),
-        );
-        report.put("seconds", elapsed.as_secs_f64());
+        let deliveries = report.put_deliveries(&tallies, s, elapsed);
         if let Some(cpu) = nodes_cpu {
             report.put(
                 "nodes_cpu_us_per_delivery",

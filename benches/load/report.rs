@@ -1,5 +1,9 @@
 //! One run's figures, printed as a human line and a JSON line, and the medians of repeated runs.
 
+use std::time::Duration;
+
+use crate::counting::Tally;
+
 /// One run's figures.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -19,6 +23,37 @@ impl Report {
 
     pub fn put(&mut self, name: &'static str, value: f64) {
         self.figures.push((name, value));
+    }
+
+    /// What a fanout run delivered: the rate, losses, duplicates or reorderings, and whether
+    /// the receivers (the tallies from `receivers` on) all saw one order. Returns the deliveries.
+    pub fn put_deliveries(
+        &mut self,
+        tallies: &[Tally],
+        receivers: usize,
+        elapsed: Duration,
+    ) -> u64 {
+        let deliveries: u64 = tallies.iter().map(|t| t.payloads).sum();
+        let orders: Vec<u64> = tallies
+            .iter()
+            .skip(receivers)
+            .map(|t| t.order_hash)
+            .collect();
+        self.put(
+            "deliveries_per_sec",
+            deliveries as f64 / elapsed.as_secs_f64(),
+        );
+        self.put("lost", tallies.iter().map(Tally::lost).sum::<u64>() as f64);
+        self.put(
+            "duplicated_or_reordered",
+            tallies.iter().map(|t| t.out_of_order).sum::<u64>() as f64,
+        );
+        self.put(
+            "same_total_order",
+            f64::from(u8::from(orders.windows(2).all(|w| w[0] == w[1]))),
+        );
+        self.put("seconds", elapsed.as_secs_f64());
+        deliveries
     }
 
     pub fn human(&self) -> String {

@@ -92,12 +92,6 @@ impl Bench {
             None => None,
         };
 
-        let deliveries: u64 = tallies.iter().map(|t| t.payloads).sum();
-        let pure: Vec<u64> = tallies
-            .iter()
-            .skip(if target == Target::Ceiling { 0 } else { s })
-            .map(|t| t.order_hash)
-            .collect();
         let mut report = Report::new(
             match (target, with_stalled) {
                 (Target::Ceiling, _) => "ceiling",
@@ -107,21 +101,9 @@ impl Bench {
             },
             format!("{n} clients x {s} senders x {m} messages"),
         );
-        report.put(
-            "deliveries_per_sec",
-            deliveries as f64 / elapsed.as_secs_f64(),
-        );
+        let receivers = if target == Target::Ceiling { 0 } else { s };
+        let deliveries = report.put_deliveries(&tallies, receivers, elapsed);
         report.put("deliveries", deliveries as f64);
-        report.put("lost", tallies.iter().map(Tally::lost).sum::<u64>() as f64);
-        report.put(
-            "duplicated_or_reordered",
-            tallies.iter().map(|t| t.out_of_order).sum::<u64>() as f64,
-        );
-        report.put(
-            "same_total_order",
-            f64::from(u8::from(pure.windows(2).all(|w| w[0] == w[1]))),
-        );
-        report.put("seconds", elapsed.as_secs_f64());
         if let Some(cpu) = cpu {
             report.put(
                 "server_cpu_us_per_delivery",
