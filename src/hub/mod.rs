@@ -797,6 +797,8 @@ impl Hub {
                 .map(|(_, client)| Cidr::host_group(client.addr.ip()))
                 .ok_or_else(|| CommandError::NoSuchUser(target.into()))?,
         };
+        // Checked as it will be banned: an IPv6 address widens to its /64.
+        let range = ban_group(range);
         let widest = match range.addr() {
             std::net::IpAddr::V4(_) => protocol::MIN_BAN_PREFIX_V4,
             std::net::IpAddr::V6(_) => protocol::MIN_BAN_PREFIX_V6,
@@ -1386,5 +1388,24 @@ mod tests {
         assert!(line.starts_with("*** guest1 is in #lobby;"), "{line}");
         assert!(line.ends_with(address), "{line}");
         assert!(hub.identity(alice).is_some());
+    }
+
+    #[test]
+    fn an_operator_cannot_ban_a_neighbour_in_its_own_ipv6_slash_64() {
+        let hub = Hub::new(Config::default(), addr());
+        let (out, _inbox) = outbox(100, 1 << 20);
+        let op = hub
+            .join("[2001:db8::1]:1000".parse().expect("an address"), out)
+            .expect("joined");
+        if let Some(client) = hub.lock().directory.get_mut(op) {
+            client.operator = true;
+        }
+        assert!(matches!(
+            hub.ban_by(op, "2001:db8::2", None, None),
+            Err(Refused::Command(CommandError::BanOwnAddress(range)))
+                if range.to_string() == "2001:db8::/64"
+        ));
+        assert!(hub.identity(op).is_some(), "still here");
+        assert!(hub.bans().is_empty());
     }
 }
