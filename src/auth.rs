@@ -53,9 +53,6 @@ where
                 let reply = match protocol::parse(&sanitize(&raw)) {
                     Ok(Input::Pass(given)) => {
                         let right = same_secret(given, password);
-                        if !right {
-                            hub.pass_failed(addr);
-                        }
                         // Not reading meanwhile: the next guess waits its turn in the socket.
                         Timer::after(hub.password_answer(addr, right)).await;
                         if right {

@@ -627,11 +627,7 @@ impl Hub {
     pub(crate) fn answer(&self, id: Id, bytes: &Item) -> Result<(), Refused> {
         let mut st = self.lock();
         st.clear(id)?;
-        if let Some(client) = st.directory.get(id) {
-            if let Err(e) = client.outbox.push_item(bytes.clone()) {
-                st.doomed.push((id, e.into()));
-            }
-        }
+        st.send_item(id, bytes.clone());
         Ok(())
     }
 
@@ -749,11 +745,15 @@ impl Hub {
         }
     }
 
-    /// Records a `/pass` password from a connection that has not joined; returns how long to
-    /// hold up the answer (see [`State::password_answer`]).
+    /// Records a `/pass` password from a connection that has not joined, reporting a wrong one
+    /// as [`Event::PassFailed`]; returns how long to hold up the answer (see
+    /// [`State::password_answer`]).
     pub(crate) fn password_answer(&self, addr: SocketAddr, right: bool) -> Duration {
-        self.lock()
-            .password_answer(&self.config, Secret::Pass, addr, right)
+        let mut st = self.lock();
+        if !right {
+            st.emit(|| Event::PassFailed { addr });
+        }
+        st.password_answer(&self.config, Secret::Pass, addr, right)
     }
 
     /// `/kick`: disconnects a user; the reason names the operator.
@@ -877,11 +877,6 @@ impl Hub {
         let stats = st.stats(&self.counters);
         let reply = protocol::stats(&stats, st.admission.bans(Instant::now()).len());
         st.reply(id, &reply)
-    }
-
-    /// Reports a wrong `/pass` from a connection that has not joined.
-    pub(crate) fn pass_failed(&self, addr: SocketAddr) {
-        self.lock().emit(|| Event::PassFailed { addr });
     }
 
     /// Reports a TLS handshake that failed or did not finish in time.
@@ -1159,15 +1154,21 @@ impl State {
 
     /// Queues a line for one client, timestamped if it asked; a client over its bound is doomed.
     fn send(&mut self, id: Id, line: &Arc<str>) {
+        let Some(client) = self.directory.get(id) else {
+            return;
+        };
+        let line = if client.timestamps {
+            protocol::stamped(Time::now(), line)
+        } else {
+            line.clone()
+        };
+        self.send_item(id, line.into());
+    }
+
+    /// Queues an item for one client as it is; one past the hard cap dooms the client.
+    fn send_item(&mut self, id: Id, item: Item) {
         if let Some(client) = self.directory.get(id) {
-            let stamped;
-            let line = if client.timestamps {
-                stamped = protocol::stamped(Time::now(), line);
-                &stamped
-            } else {
-                line
-            };
-            if let Err(e) = client.outbox.push(line) {
+            if let Err(e) = client.outbox.push_item(item) {
                 self.doomed.push((id, e.into()));
             }
         }
