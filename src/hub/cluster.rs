@@ -274,26 +274,29 @@ impl State {
         }
         let history = history.unwrap_or_default();
         let node = self.cluster.link.as_ref().map(|link| link.node().clone());
-        let from_here = |said: &HistoryLine, sender: &dyn Fn(Id) -> bool| {
-            Some(&said.origin) == node.as_ref() && said.sender.is_some_and(sender)
-        };
+        // Who said it, if it was said on this node (ids mean nothing elsewhere).
+        let local =
+            |said: &HistoryLine| said.sender.filter(|_| Some(&said.origin) == node.as_ref());
         // The newcomer's own lines said since it entered (while its history was being read)
         // are the last of its lines in the history; those said before it left and came back
         // are shown, as on a single server.
-        let mut own_since: Vec<u64> = history
-            .iter()
-            .filter(|said| from_here(said, &|sender| sender == id))
-            .map(|said| said.seq)
-            .collect();
-        let own_since = own_since.split_off(own_since.len().saturating_sub(said_since));
-        // Nor, said on this node, those of anyone it ignores, as live.
-        let hidden = |said: &HistoryLine| {
-            own_since.contains(&said.seq)
-                || from_here(said, &|sender| {
-                    self.directory
-                        .get(sender)
-                        .is_some_and(|c| c.ignored_by.contains(&id))
-                })
+        let own_from = match said_since {
+            0 => u64::MAX,
+            n => history
+                .iter()
+                .rev()
+                .filter(|said| local(said) == Some(id))
+                .nth(n - 1)
+                .map_or(0, |said| said.seq),
+        };
+        // Nor those of anyone it ignores, as live.
+        let hidden = |said: &HistoryLine| match local(said) {
+            Some(sender) if sender == id => said.seq >= own_from,
+            Some(sender) => self
+                .directory
+                .get(sender)
+                .is_some_and(|c| c.ignored_by.contains(&id)),
+            None => false,
         };
         let mut text = String::new();
         let shown = history
