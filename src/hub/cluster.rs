@@ -130,7 +130,7 @@ impl State {
     /// senders as a slow reader does, instead of the queue overflowing (which drops the link).
     pub(super) fn hold_link(&self, held: &mut Held) {
         if let Some(link) = self.cluster.up().filter(|link| link.congested()) {
-            held.1 = Some(link.clone());
+            held.link = Some(link.clone());
         }
     }
 

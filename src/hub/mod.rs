@@ -78,10 +78,11 @@ impl From<CommandError> for Refused {
 /// The congested recipients a sender must wait for before its delivery can go ahead, and in a
 /// cluster the link to Redis when its queue is congested.
 #[derive(Debug, Default)]
-pub(crate) struct Held(
-    Vec<(Id, Pace)>,
-    #[cfg(feature = "redis")] Option<crate::cluster::Link>,
-);
+pub(crate) struct Held {
+    paced: Vec<(Id, Pace)>,
+    #[cfg(feature = "redis")]
+    link: Option<crate::cluster::Link>,
+}
 
 impl Held {
     /// Looks at one recipient: one that is paced joins the list, one too slow to wait for is
@@ -89,25 +90,18 @@ impl Held {
     fn check(&mut self, id: Id, outbox: &Outbox, doomed: &mut Doomed) {
         match outbox.backlog() {
             Backlog::Clear => {}
-            Backlog::Paced(pace) => self.0.push((id, pace)),
+            Backlog::Paced(pace) => self.paced.push((id, pace)),
             Backlog::TooSlow => doomed.push((id, LeaveReason::TooSlow)),
         }
     }
 
-    /// Whether there is nothing to wait for.
-    #[cfg(not(feature = "redis"))]
-    fn is_clear(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    #[cfg(feature = "redis")]
-    fn is_clear(&self) -> bool {
-        self.0.is_empty() && self.1.is_none()
-    }
-
     /// `Err` if there is anyone to wait for.
     fn verdict(self) -> Result<(), Refused> {
-        if self.is_clear() {
+        #[cfg(feature = "redis")]
+        let clear = self.paced.is_empty() && self.link.is_none();
+        #[cfg(not(feature = "redis"))]
+        let clear = self.paced.is_empty();
+        if clear {
             Ok(())
         } else {
             Err(Refused::Held(self))
@@ -117,13 +111,13 @@ impl Held {
     /// Waits until every recipient has drained or left, disconnecting those that turn out too
     /// slow to wait for (see [`Pace::wait`]).
     pub(crate) async fn wait(self, hub: &Hub) {
-        for (id, pace) in self.0 {
+        for (id, pace) in self.paced {
             if pace.wait().await.is_err() {
                 hub.drop_slow(id, pace.outbox());
             }
         }
         #[cfg(feature = "redis")]
-        if let Some(link) = self.1 {
+        if let Some(link) = self.link {
             link.drained().await;
         }
     }

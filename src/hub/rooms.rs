@@ -288,7 +288,10 @@ mod tests {
         let mut held = Held::default();
         let ignorers = HashSet::from([3]);
         rooms.hold(LOBBY, Some(1), Some(&ignorers), &mut held, &mut doomed);
-        assert_eq!(held.0.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2]);
+        assert_eq!(
+            held.paced.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [2]
+        );
         assert!(doomed.is_empty());
     }
 
