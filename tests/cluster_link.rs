@@ -356,6 +356,46 @@ fn a_reserved_room_is_received_before_its_first_member_enters_and_until_released
 }
 
 #[test]
+fn a_congested_link_wakes_whoever_waits_for_it_once_it_has_drained() -> io::Result<()> {
+    let redis = RedisServer::start(&[])?;
+    let pid = redis
+        .pid()
+        .ok_or_else(|| io::Error::other("redis is not running"))?;
+    run(|ex| async move {
+        // Default timings: Redis stopped for a moment is no lost link.
+        let config = LinkConfig::default();
+        let (a, _a_in) = Link::connect(&ex, url(&redis), config.clone()).await?;
+        a.synced().await.expect("up");
+        signal(pid, "STOP")?;
+        let filled = (|| {
+            for i in 0..=config.queue / 2 + 1 {
+                a.publish("lobby", Some(1), &format!("{i}\n"))
+                    .map_err(|e| io::Error::other(format!("line {i}: {e:?}")))?;
+            }
+            Ok::<_, io::Error>(a.congested())
+        })();
+        let waiting = a.drained();
+        let mut waiting = std::pin::pin!(waiting);
+        // Not drained while Redis cannot answer.
+        let early = async {
+            waiting.as_mut().await;
+            true
+        }
+        .or(async {
+            Timer::after(Duration::from_millis(200)).await;
+            false
+        })
+        .await;
+        signal(pid, "CONT")?;
+        assert!(filled?, "over half the queue is congested");
+        assert!(!early, "drained while Redis was stopped");
+        within("drained", waiting).await?;
+        assert!(a.is_up() && !a.congested());
+        Ok(())
+    })
+}
+
+#[test]
 fn names_are_claimed_once_across_nodes_whatever_their_case() -> io::Result<()> {
     let redis = RedisServer::start(&[])?;
     run(|ex| async move {

@@ -388,6 +388,8 @@ struct Shared {
     up: AtomicBool,
     shas: Shas,
     registry: Mutex<Registry>,
+    /// What [`Link::drained`] waiters hold a receiver of: dropping the sender wakes them all.
+    drained: Mutex<Option<(Sender<()>, Receiver<()>)>>,
 }
 
 /// This node's part of the cluster state, kept so it can be written again after Redis was away.
@@ -478,6 +480,7 @@ impl Link {
             up: AtomicBool::new(false),
             shas,
             registry: Mutex::new(Registry::default()),
+            drained: Mutex::new(None),
         });
         let (requests_tx, requests) = async_channel::bounded(shared.config.queue);
         let (subs_tx, subs) = async_channel::bounded(shared.config.queue);
@@ -1007,9 +1010,9 @@ impl Link {
         self.inner.requests.len() > self.inner.shared.config.queue / 2
     }
 
-    /// Completes once the outgoing queue is down to a quarter full, or the link is down.
-    /// Checks every millisecond: Redis answers a batch in about that time. Bounded by
-    /// `reply_timeout`, after which an unanswered link is dropped.
+    /// Completes once the outgoing queue is down to a quarter full, or the link is down: the
+    /// link's task wakes every waiter then. Bounded by `reply_timeout`, after which an
+    /// unanswered link is dropped.
     ///
     /// # Examples
     ///
@@ -1019,9 +1022,19 @@ impl Link {
     /// # }
     /// ```
     pub async fn drained(&self) {
-        let low = self.inner.shared.config.queue / 4;
-        while self.is_up() && self.inner.requests.len() > low {
-            Timer::after(Duration::from_millis(1)).await;
+        let shared = &self.inner.shared;
+        let low = shared.config.queue / 4;
+        loop {
+            let woken = shared
+                .drained()
+                .get_or_insert_with(|| async_channel::bounded(1))
+                .1
+                .clone();
+            // Checked after taking the receiver: a wake-up between the two is not missed.
+            if !self.is_up() || self.inner.requests.len() <= low {
+                return;
+            }
+            let _ = woken.recv().await;
         }
     }
 
@@ -1100,7 +1113,7 @@ impl Link {
 
     /// Drops the link now; the task reconnects and rebuilds it from the registry.
     fn lose(&self) {
-        self.inner.shared.up.store(false, Ordering::Release);
+        self.inner.shared.down();
         let _ = self.inner.kick.try_send(());
     }
 }
@@ -1118,6 +1131,21 @@ impl Shared {
     /// Locks the registry; a panic elsewhere leaves nothing in it half-changed that matters.
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn drained(&self) -> MutexGuard<'_, Option<(Sender<()>, Receiver<()>)>> {
+        self.drained.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every [`Link::drained`] waiter, to look again.
+    fn wake_drained(&self) {
+        self.drained().take();
+    }
+
+    /// Marks the link down; nobody waits for it to drain any more.
+    fn down(&self) {
+        self.up.store(false, Ordering::Release);
+        self.wake_drained();
     }
 }
 
@@ -1141,7 +1169,7 @@ impl Task {
         loop {
             let ended = self.serve(&mut cmd, &mut sub).await;
             drop((cmd, sub));
-            self.shared.up.store(false, Ordering::Release);
+            self.shared.down();
             if let Ended::Closed = ended {
                 return;
             }
@@ -1292,7 +1320,12 @@ impl Task {
                                 drop(done);
                                 return Ended::Closed;
                             }
-                            Ok(None) => Ok(()),
+                            Ok(None) => {
+                                if self.requests.len() <= self.shared.config.queue / 4 {
+                                    self.shared.wake_drained();
+                                }
+                                Ok(())
+                            }
                             Err(e) => Err(e),
                         }
                     }
@@ -1582,7 +1615,7 @@ impl Task {
     /// Leaves cleanly: this node's names and presence go, the others hear `bye`.
     async fn leave(&self, cmd: &mut Connection) {
         // Before `close` returns: no handle may count on the link after that.
-        self.shared.up.store(false, Ordering::Release);
+        self.shared.down();
         let node = &self.shared.node;
         let (names, rooms) = {
             let mut registry = self.shared.registry();
